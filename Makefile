@@ -1,0 +1,63 @@
+# Two commands do everything on a fresh machine (Python >= 3.10):
+#   make book   install, execute every notebook, render the HTML book into _build/html
+#   make test   install, run the unit tests and every notebook of _toc.yml (nbval) in fast mode
+# Switches: FULL=1 make book (longer experiments), TORCH_VERSION=..., PYTHON=python3.12
+SHELL := /bin/bash
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+# Use the active virtualenv/conda env if there is one; otherwise create .venv here.
+ifneq ($(strip $(VIRTUAL_ENV)),)
+ENV_DIR := $(VIRTUAL_ENV)
+else ifneq ($(strip $(CONDA_PREFIX)),)
+ENV_DIR := $(CONDA_PREFIX)
+else
+ENV_DIR := $(CURDIR)/.venv
+endif
+BIN := $(ENV_DIR)/bin
+PY := $(BIN)/python
+STAMP := $(ENV_DIR)/.minillm-installed
+export PATH := $(BIN):$(PATH)
+
+ifeq ($(FULL),1)
+MODE := full
+else
+MODE := book
+endif
+
+.PHONY: book test install clean help
+help:
+	@sed -n '1,6p' Makefile
+
+$(PY):
+	$(PYTHON) -m venv $(ENV_DIR)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch first: keep any torch already installed (a reader's own CUDA/ROCm build); on Linux without
+# an NVIDIA driver take the CPU wheel, so the default path never pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif [ "$$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(PY) -m pip install --quiet --retries 0 --no-deps "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
+	else \
+	  $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
+	fi
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+book: install
+	@mkdir -p _build
+	@# executed outputs are cached per notebook; a different mode must not reuse them
+	@if [ "$$(cat _build/.mode 2>/dev/null)" != "$(MODE)" ]; then rm -rf _build/.jupyter_cache; echo $(MODE) > _build/.mode; fi
+	MINILLM_MODE=$(MODE) $(BIN)/jupyter-book build -W --keep-going .
+	@echo "open _build/html/index.html"
+
+test: install
+	MINILLM_MODE=fast $(PY) -m pytest tests $$($(PY) tests/toc.py) --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+
+clean:
+	rm -rf _build .pytest_cache

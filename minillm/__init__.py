@@ -1,0 +1,19 @@
+"""minillm: the Llama 3 report ("The Llama 3 Herd of Models", 2024) rebuilt small, tested and measured.
+
+Every chapter of the book imports this package; see ARCHITECTURE.md for the map from report sections to modules.
+"""
+
+from minillm.config import ModelConfig, RopeScaling
+from minillm.device import DeviceChoice, RunMode, pick_device, seed_everything, setup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelConfig",
+    "RopeScaling",
+    "DeviceChoice",
+    "RunMode",
+    "pick_device",
+    "seed_everything",
+    "setup",
+]

@@ -1,0 +1,134 @@
+"""Build expensive things once, cache them, load them afterwards.
+
+A tokenizer, a curated corpus or a trained tiny model takes seconds to minutes to make. Chapters share them through
+this module: each artifact is a folder produced by a ``build(out_dir)`` function from a *recipe*, a small JSON-able dict
+holding everything the result depends on (seed, sizes, the keys of the artifacts it was built from, a version number to
+bump when the code changes). The folder lives at ``<cache>/<name>/<hash of recipe>/``, so
+
+- the same recipe loads the cached result (any chapter, any process, after a restart);
+- a changed recipe builds anew beside the old one (nothing is overwritten);
+- a build that fails or is interrupted leaves nothing behind (it writes to a temporary folder, renamed when complete);
+- two processes asking at once build it once (a file lock).
+
+The cache root is ``~/.cache/minillm``; set ``MINILLM_CACHE`` or pass ``root=`` to put it elsewhere.
+Nothing here is committed to git: every artifact is rebuilt deterministically from its recipe on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+RECIPE_FILE = "recipe.json"
+
+
+def cache_root(root: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``root`` if given, else ``$MINILLM_CACHE``, else ``~/.cache/minillm``."""
+    if root is None:
+        root = os.environ.get("MINILLM_CACHE") or Path.home() / ".cache" / "minillm"
+    return Path(root).expanduser()
+
+
+def recipe_key(recipe: Mapping[str, Any]) -> str:
+    """A stable hash of a recipe (sorted-key JSON). Raises ``TypeError`` naming a value JSON cannot hold."""
+    try:
+        text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"artifact recipe must hold only JSON values (str, int, float, bool, None, lists, dicts): {err}. "
+            f"Put paths as str and artifacts you depend on by their key (the folder name)"
+        ) from err
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def artifact_path(name: str, recipe: Mapping[str, Any], root: str | os.PathLike | None = None) -> Path:
+    """Where the artifact ``name`` built from ``recipe`` lives (whether or not it exists yet)."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"artifact name must be a plain folder name, got {name!r}")
+    return cache_root(root) / name / recipe_key(recipe)
+
+
+def is_built(path: Path) -> bool:
+    return (path / RECIPE_FILE).is_file()
+
+
+def build_or_load(
+    name: str,
+    recipe: Mapping[str, Any],
+    build: Callable[[Path], None],
+    root: str | os.PathLike | None = None,
+    force: bool = False,
+    verbose: bool = True,
+) -> Path:
+    """Return the folder of artifact ``name`` for ``recipe``, calling ``build(tmp_dir)`` first if it is not cached.
+
+    ``build`` must write everything into the folder it is given and depend only on the recipe (seeded, no clock).
+    ``force=True`` rebuilds even when cached.
+    """
+    final = artifact_path(name, recipe, root)
+    if is_built(final) and not force:
+        if verbose:
+            print(f"[artifacts] {name}: loaded from cache {final}")
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(final.parent / f"{final.name}.lock"):
+        if is_built(final) and not force:  # another process built it while we waited
+            return final
+        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        start = time.perf_counter()
+        try:
+            build(tmp)
+            (tmp / RECIPE_FILE).write_text(json.dumps(dict(recipe), sort_keys=True, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if verbose:
+            print(f"[artifacts] {name}: built in {time.perf_counter() - start:.1f} s -> {final}")
+    return final
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """The recipe an artifact folder was built from."""
+    path = Path(path)
+    if not is_built(path):
+        raise FileNotFoundError(f"{path} is not a built artifact (no {RECIPE_FILE}); build it with build_or_load")
+    return json.loads((path / RECIPE_FILE).read_text())
+
+
+def list_artifacts(root: str | os.PathLike | None = None) -> list[tuple[str, str, int]]:
+    """``(name, key, bytes)`` for every built artifact under the cache root."""
+    rows = []
+    base = cache_root(root)
+    if not base.is_dir():
+        return rows
+    for folder in sorted(base.glob("*/*")):
+        if folder.is_dir() and is_built(folder):
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            rows.append((folder.parent.name, folder.name, size))
+    return rows
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock (``fcntl.flock``; no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: single-process use only
+        yield
+        return
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
