@@ -1,0 +1,97 @@
+"""The book: every chapter of _toc.yml renders with its figures, widgets work offline, and a failing cell fails.
+
+The build here runs in fast mode into ``_build/fast`` (its own execution cache, so it never feeds fast-mode outputs
+to ``make book``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toc import ROOT, toc_files, toc_notebooks  # noqa: E402
+
+pytestmark = pytest.mark.slow
+JB = [str(Path(sys.executable).parent / "jupyter-book"), "build", "-W", "--keep-going"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, MINILLM_MODE="fast")
+    env.pop("MINILLM_FAST", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def html() -> Path:
+    out = ROOT / "_build" / "fast"
+    proc = subprocess.run([*JB, "--path-output", str(out), str(ROOT)], env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return out / "_build" / "html"
+
+
+def test_every_toc_page_is_rendered(html):
+    assert (html / "index.html").is_file()
+    for entry in toc_files():
+        assert (html / f"{entry}.html").is_file(), f"{entry} missing from the built book"
+
+
+def test_every_chapter_shows_its_figures(html):
+    for nb_path in toc_notebooks():
+        nb = nbformat.read(nb_path, as_version=4)
+        plots = sum("plt.show()" in c.source or "savefig" in c.source for c in nb.cells if c.cell_type == "code")
+        page = (html / nb_path.relative_to(ROOT).with_suffix(".html")).read_text()
+        images = re.findall(r'<img[^>]+src="([^"]+\.png)"', page)
+        assert len(images) >= plots > 0, f"{nb_path.name}: {len(images)} images for {plots} plotting cells"
+        for src in images:
+            assert (html / nb_path.relative_to(ROOT).parent / src).resolve().is_file(), f"{src} not in the build"
+
+
+def test_widgets_render_offline_from_vendored_scripts(html):
+    page = (html / "book" / "00_llama3_herd.html").read_text()
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', page)
+    assert any(s.startswith("../_static/embed-amd.js") for s in scripts)
+    assert any(s.startswith("../_static/require.js") for s in scripts)
+    assert not any("jupyter-widgets" in s or "require.min.js" in s for s in scripts if s.startswith("http"))
+    state = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', page, re.S)
+    assert state, "no widget state saved: the calculator would be blank in the static book"
+    models = json.loads(state.group(1))["state"]
+    kinds = {m["model_name"] for m in models.values()}
+    assert {"DropdownModel", "IntSliderModel", "HTMLModel"} <= kinds
+    assert any("KV cache" in m["state"].get("value", "") for m in models.values() if m["model_name"] == "HTMLModel")
+    # exactly one copy of each script (files in _static/ itself would be loaded twice)
+    assert sum(s.startswith("../_static/embed-amd.js") for s in scripts) == 1
+
+
+def _tiny_book(tmp: Path, cell: str) -> Path:
+    (tmp / "book").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", tmp / "_config.yml")
+    shutil.copytree(ROOT / "book" / "_widgets", tmp / "book" / "_widgets")
+    (tmp / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/probe\n")
+    (tmp / "book" / "intro.md").write_text("# Probe\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Probe"), nbformat.v4.new_code_cell(cell)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp / "book" / "probe.ipynb")
+    return tmp
+
+
+@pytest.mark.parametrize("cell, should_pass", [("print(1 + 1)", True), ("raise RuntimeError('boom')", False)])
+def test_a_raising_cell_fails_both_the_book_build_and_nbval(tmp_path, cell, should_pass):
+    book = _tiny_book(tmp_path / "b", cell)
+    build = subprocess.run([*JB, str(book)], env=_env(), capture_output=True, text=True, cwd=book)
+    nbval = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+         str(book / "book" / "probe.ipynb")],
+        env=_env(), capture_output=True, text=True, cwd=book,
+    )
+    assert (build.returncode == 0) == should_pass, build.stdout[-3000:]
+    assert (nbval.returncode == 0) == should_pass, nbval.stdout[-3000:]
