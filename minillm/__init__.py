@@ -5,6 +5,8 @@ Every chapter of the book imports this package; see ARCHITECTURE.md for the map 
 
 from minillm.config import ModelConfig, RopeScaling
 from minillm.device import DeviceChoice, RunMode, pick_device, seed_everything, setup
+from minillm.generate import generate
+from minillm.model import KVCache, Llama
 
 __version__ = "0.1.0"
 
@@ -16,4 +18,7 @@ __all__ = [
     "pick_device",
     "seed_everything",
     "setup",
+    "Llama",
+    "KVCache",
+    "generate",
 ]

@@ -1,0 +1,108 @@
+"""Generation: cache on/off, padding, sampling filters and stop tokens."""
+
+import pytest
+import torch
+
+from minillm import Llama, ModelConfig, generate
+from minillm.generate import sample_next, stream
+
+PROMPTS = [[5, 17, 3, 99, 42, 8, 1], [7, 7], [64, 2, 90, 11]]
+
+
+@pytest.fixture(scope="module")
+def m() -> Llama:
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, vocab_size=101, max_seq_len=64)
+    return Llama(cfg).eval()
+
+
+def test_cached_generation_gives_the_same_greedy_tokens_as_uncached(m):
+    assert generate(m, PROMPTS, 12) == generate(m, PROMPTS, 12, use_cache=False)
+
+
+def test_a_padded_batch_generates_what_each_prompt_generates_alone(m):
+    batch = generate(m, PROMPTS, 10)
+    assert batch == [generate(m, [p], 10)[0] for p in PROMPTS]
+    assert all(len(out) == 10 for out in batch)
+
+
+def test_greedy_equals_argmax_of_the_full_forward(m):
+    prompt = PROMPTS[0]
+    seq = list(prompt)
+    for _ in range(5):
+        seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
+    assert generate(m, [prompt], 5)[0] == seq[len(prompt):]
+
+
+def test_sampling_is_repeatable_with_a_seed_and_varies_without(m):
+    kw = dict(temperature=1.0, top_k=50, top_p=0.95)
+    a = generate(m, PROMPTS, 10, seed=3, **kw)
+    assert a == generate(m, PROMPTS, 10, seed=3, **kw)
+    assert a == generate(m, PROMPTS, 10, seed=3, use_cache=False, **kw)
+    assert a != generate(m, PROMPTS, 10, seed=4, **kw)
+
+
+def test_top_k_of_one_and_a_tiny_top_p_are_greedy(m):
+    greedy = generate(m, PROMPTS, 8)
+    assert generate(m, PROMPTS, 8, temperature=0.7, top_k=1, seed=0) == greedy
+    assert generate(m, PROMPTS, 8, temperature=0.7, top_p=1e-6, seed=0) == greedy
+
+
+def _allowed(logits, top_k=None, top_p=None):
+    """Independent reference: the set of tokens each filter keeps, by sorting in Python."""
+    probs = torch.softmax(logits, -1).tolist()
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])
+    keep = order[:top_k] if top_k else order
+    if top_p is not None:
+        p = [probs[i] for i in keep]
+        total = sum(p)
+        out, mass = [], 0.0
+        for i, pi in zip(keep, p):
+            out.append(i)
+            mass += pi / total
+            if mass >= top_p:
+                break
+        keep = out
+    return set(keep)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(5, None), (None, 0.5), (10, 0.8), (None, 0.999)])
+def test_sampled_tokens_stay_inside_the_top_k_top_p_set(top_k, top_p):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 40) * 2
+    allowed = _allowed(logits[0], top_k, top_p)
+    seen = {int(sample_next(logits, 1.0, top_k, top_p, g)) for _ in range(400)}
+    assert seen <= allowed
+    assert len(seen) >= min(len(allowed), 3) * 0.6
+
+
+def test_top_p_filter_matches_transformers():
+    gen_utils = pytest.importorskip("transformers.generation.logits_process", reason="transformers not installed")
+    logits = torch.randn(4, 50) * 3
+    for top_p in (0.3, 0.9):
+        hf = gen_utils.TopPLogitsWarper(top_p)(None, logits.clone())
+        for row in range(4):
+            assert {i for i in range(50) if hf[row, i] > -torch.inf} == _allowed(logits[row], None, top_p)
+
+
+def test_stop_tokens_end_a_sequence_and_are_not_returned(m):
+    free = generate(m, [PROMPTS[0]], 10)[0]
+    stop = free[3]
+    first = free.index(stop)
+    assert generate(m, [PROMPTS[0]], 10, stop_tokens=[stop])[0] == free[:first]
+    assert list(stream(m, PROMPTS[0], 10, stop_tokens=[stop])) == free[:first]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(prompts=[]), "non-empty"),
+    (dict(prompts=[[1, 2], []]), r"prompts\[1\]"),
+    (dict(prompts=[[1, 500]]), "vocab_size"),
+    (dict(prompts=[[1]], max_new_tokens=100), "max_seq_len"),
+    (dict(prompts=[[1]], temperature=-1.0), "temperature"),
+    (dict(prompts=[[1]], top_p=0.0), "top_p"),
+    (dict(prompts=[[1]], top_k=0), "top_k"),
+])
+def test_bad_arguments_raise_naming_the_field(m, kwargs, match):
+    kwargs = {"max_new_tokens": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        generate(m, **kwargs)
