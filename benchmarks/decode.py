@@ -106,15 +106,59 @@ def time_hf(hf, tokens: torch.Tensor, new_tokens: int) -> tuple[float, float, li
 
 
 def hf_twin(model: Llama, dtype: torch.dtype, device: torch.device):
-    """An HF LlamaForCausalLM with the same weights (through our save_pretrained -> HF from_pretrained)."""
-    from transformers import LlamaForCausalLM
+    """An HF LlamaForCausalLM with the same weights, built in memory (an 8B model never touches the disk)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from minillm.model.load import save_pretrained
+    from minillm.model.load import hf_config, hf_tensors
 
-    with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, None, tmp)
-        hf = LlamaForCausalLM.from_pretrained(tmp, torch_dtype=dtype, attn_implementation="sdpa")
-    return hf.to(device).eval()
+    with torch.device(device):
+        hf = LlamaForCausalLM._from_config(LlamaConfig(**hf_config(model)), dtype=dtype,
+                                           attn_implementation="sdpa")
+    missing, unexpected = hf.load_state_dict(hf_tensors(model), strict=False)
+    allowed = {"lm_head.weight"} if model.cfg.tie_embeddings else set()
+    if unexpected or set(missing) - allowed:
+        raise RuntimeError(f"HF twin: missing {missing}, unexpected {unexpected}")
+    return hf.eval()
+
+
+def random_model(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> Llama:
+    """Random weights allocated directly in ``dtype`` on ``device`` (an 8B model in bf16 never exists in fp32)."""
+    with torch.device("meta"):
+        model = Llama(cfg)
+    model = model.to(dtype).to_empty(device=device)
+    model.reset_parameters()
+    return model.eval()
+
+
+SPEC_BANDWIDTH = {"H200": 4.8e12, "H100 NVL": 3.9e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100": 2.0e12}
+
+
+def measured_bandwidth(device: torch.device, gib: int = 4) -> float:
+    """Bytes/s of a device-to-device copy of ``gib`` GiB (it reads and writes each byte: 2 × size per copy)."""
+    x = torch.empty(gib * 2**30, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    for _ in range(2):
+        y.copy_(x)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        y.copy_(x)
+    sync(device)
+    return 2 * x.numel() * 5 / (time.perf_counter() - t0)
+
+
+def decode_roofline(model: Llama, batch: int, prompt_len: int, new_tokens: int, bandwidth: float) -> dict:
+    """Tokens/s if a decode step took only the time to read the weights and the KV cache once at ``bandwidth``.
+
+    Weights: every matrix except the embedding table (a decode step reads one row of it); KV cache: the average
+    context of the generation (prompt + half the new tokens), keys and values, every layer."""
+    cfg, el = model.cfg, model.tok_embeddings.weight.element_size()
+    weights = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("tok_embeddings")) * el
+    if cfg.tie_embeddings:
+        weights += model.output.weight.numel() * el     # the tied matrix is read by the output layer
+    kv = batch * (prompt_len + new_tokens / 2) * cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * el
+    step_s = (weights + kv) / bandwidth
+    return {"bytes_per_step": weights + kv, "bandwidth_B_s": bandwidth, "roofline_tok_s": batch / step_s}
 
 
 def run_pair(model, hf, batch: int, prompt_len: int, new_tokens: int, repeats: int, device, static: bool) -> dict:
@@ -145,6 +189,7 @@ def main() -> None:
     ap.add_argument("--config", choices=["smollm2", "llama3_8b", "tiny"], default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="torch.compile the static decode step (GPU mode)")
+    ap.add_argument("--batches", type=int, nargs="*", default=None, help="run only these batch sizes")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/decode.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -165,30 +210,42 @@ def main() -> None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         cfg = ModelConfig.tiny() if args.config == "tiny" else ModelConfig.llama3_8b()
-        with torch.device(device):
-            model = Llama(cfg).to(dtype).eval()
+        model = random_model(cfg, dtype, device)
         name = f"{cfg.name} shapes, random weights, {dtype}"
         cases = [(1, 4096, 32), (16, 4096, 32), (64, 1024, 32)] if args.config != "tiny" else [(1, 64, 16), (4, 32, 16)]
-    model = model.to(device)
     hf = hf_twin(model, dtype, device)
 
-    results = []
-    for batch, prompt_len, new_tokens in cases:
-        r = run_pair(model, hf, batch, prompt_len, new_tokens, args.repeats, device, static=args.mode == "gpu")
-        results.append(r)
-        print(f"b={batch:3d} prompt={prompt_len:5d} new={new_tokens:4d} | "
-              f"prefill {r['minillm']['prefill_tok_s']:9.1f} vs HF {r['hf']['prefill_tok_s']:9.1f} tok/s "
-              f"({r['ratio_ours_over_hf']['prefill_tok_s']:.2f}x) | decode {r['minillm']['decode_tok_s']:8.1f} vs HF "
-              f"{r['hf']['decode_tok_s']:8.1f} tok/s ({r['ratio_ours_over_hf']['decode_tok_s']:.2f}x) | "
-              f"same tokens: {r['same_greedy_tokens']}", flush=True)
-
+    bandwidth = {}
+    if device.type == "cuda":
+        name_gpu = torch.cuda.get_device_name()
+        spec = next((v for k, v in SPEC_BANDWIDTH.items() if k in name_gpu), None)
+        bandwidth = {"measured_copy": measured_bandwidth(device), "spec": spec}
+        print(f"{name_gpu}: copy bandwidth {bandwidth['measured_copy'] / 1e12:.2f} TB/s (spec {spec})", flush=True)
     report = {
         "benchmark": "decode", "mode": args.mode, "model": name, "date": time.strftime("%Y-%m-%d"),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__, "command": " ".join(sys.argv), "results": results,
+        "transformers": __import__("transformers").__version__, "command": " ".join(sys.argv),
+        "compile": args.compile, "bandwidth": bandwidth, "results": [],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    for batch, prompt_len, new_tokens in cases:
+        if args.batches and batch not in args.batches:
+            continue
+        r = run_pair(model, hf, batch, prompt_len, new_tokens, args.repeats, device, static=args.mode == "gpu")
+        line = (f"b={batch:3d} prompt={prompt_len:5d} new={new_tokens:4d} | "
+                f"prefill {r['minillm']['prefill_tok_s']:9.1f} vs HF {r['hf']['prefill_tok_s']:9.1f} tok/s "
+                f"({r['ratio_ours_over_hf']['prefill_tok_s']:.2f}x) | decode {r['minillm']['decode_tok_s']:8.1f} vs HF "
+                f"{r['hf']['decode_tok_s']:8.1f} tok/s ({r['ratio_ours_over_hf']['decode_tok_s']:.2f}x) | "
+                f"same tokens: {r['same_greedy_tokens']}")
+        for kind, bw in bandwidth.items():
+            if bw:
+                roof = decode_roofline(model, batch, prompt_len, new_tokens, bw)
+                r[f"roofline_{kind}"] = roof
+                line += f" | {r['minillm']['decode_tok_s'] / roof['roofline_tok_s']:.0%} of {kind} roofline"
+        print(line, flush=True)
+        report["results"].append(r)
+        args.out.write_text(json.dumps(report, indent=2))   # after every case: a timeout keeps what was measured
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 

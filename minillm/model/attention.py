@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.config import ModelConfig
+from minillm.model.linear import Linear
 from minillm.model.rope import apply_rope
 
 
@@ -85,8 +86,8 @@ class Attention(nn.Module):
             raise ValueError(f"attention impl must be 'sdpa' or 'ref', got {impl!r}")
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_size, self.kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-        self.wqkv = nn.Linear(cfg.dim, self.q_size + 2 * self.kv_size, bias=False)
-        self.wo = nn.Linear(self.q_size, cfg.dim, bias=False)
+        self.wqkv = Linear(cfg.dim, self.q_size + 2 * self.kv_size)
+        self.wo = Linear(self.q_size, cfg.dim)
         self.attend = sdpa_attention if impl == "sdpa" else attention_ref
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,

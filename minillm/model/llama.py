@@ -22,6 +22,7 @@ from torch import nn
 from minillm.config import ModelConfig
 from minillm.model.attention import Attention, causal_mask, document_mask
 from minillm.model.kv_cache import KVCache
+from minillm.model.linear import Linear
 from minillm.model.rmsnorm import RMSNorm
 from minillm.model.rope import rope_cos_sin, rope_frequencies
 
@@ -32,8 +33,8 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, ffn_dim: int):
         super().__init__()
         self.ffn_dim = ffn_dim
-        self.w13 = nn.Linear(dim, 2 * ffn_dim, bias=False)  # [gate (w1); up (w3)]
-        self.w2 = nn.Linear(ffn_dim, dim, bias=False)
+        self.w13 = Linear(dim, 2 * ffn_dim)  # [gate (w1); up (w3)]
+        self.w2 = Linear(ffn_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.w13(x).split(self.ffn_dim, dim=-1)  # (B, T, ffn_dim) each
@@ -64,7 +65,7 @@ class Llama(nn.Module):
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg, attn_impl) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = Linear(cfg.dim, cfg.vocab_size)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self.register_buffer("inv_freq", rope_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
@@ -75,12 +76,23 @@ class Llama(nn.Module):
         """Normal(0, 0.02) weights; the two residual projections scaled by 1/√(2L) (GPT-2) so depth does not
         inflate the residual stream; norm gains 1."""
         for name, p in self.named_parameters():
+            if p.is_meta:                                   # built on the meta device to be loaded: nothing to init
+                continue
             if p.dim() == 1:
                 nn.init.ones_(p)
             elif name.endswith(("wo.weight", "w2.weight")):
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.cfg.n_layers))
             else:
                 nn.init.normal_(p, std=std)
+
+    def _apply(self, fn, recurse=True):
+        # .to(bfloat16) would round the RoPE frequencies too, and position × frequency in bf16 is off by whole
+        # radians at a few thousand tokens; recompute them in fp32 on the buffer's (new) device instead.
+        super()._apply(fn, recurse)
+        if not self.inv_freq.is_meta:
+            cfg = self.cfg
+            self.inv_freq = rope_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling).to(self.inv_freq.device)
+        return self
 
     def forward(self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None, *,
                 positions: torch.Tensor | None = None, mask: torch.Tensor | None = None,

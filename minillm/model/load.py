@@ -134,6 +134,19 @@ def hf_tensors(model: Llama) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------ Hugging Face folders
+def hf_config(model: Llama) -> dict:
+    """The ``config.json`` of ``model`` as a ``LlamaConfig`` dict (the released Llama 3.1 spelling)."""
+    cfg = model.cfg
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+              "attention_bias": False, "mlp_bias": False, **{hf: getattr(cfg, ours) for ours, hf in HF_KEYS.items()},
+              "torch_dtype": str(model.tok_embeddings.weight.dtype).removeprefix("torch.")}
+    if (s := cfg.rope_scaling) is not None:
+        config["rope_scaling"] = {"rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.low_freq_factor,
+                                  "high_freq_factor": s.high_freq_factor,
+                                  "original_max_position_embeddings": s.original_max_seq_len}
+    return config
+
+
 def _json(path: Path) -> dict:  # a missing optional file reads as {}
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -201,15 +214,9 @@ def _hf_tokenizer(folder: Path):
 def save_pretrained(model: Llama, tokenizer, folder: str | Path) -> Path:
     """A Hugging Face folder (``config.json`` as the released Llama 3.1 spells it, ``model.safetensors``, tokenizer
     files with ``generation_config.json`` holding its stop ids) that ``transformers`` and ``load_pretrained`` read."""
-    folder, cfg = Path(folder), model.cfg
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
-              "attention_bias": False, "mlp_bias": False, **{hf: getattr(cfg, ours) for ours, hf in HF_KEYS.items()},
-              "torch_dtype": str(model.tok_embeddings.weight.dtype).removeprefix("torch.")}
-    if (s := cfg.rope_scaling) is not None:
-        config["rope_scaling"] = {"rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.low_freq_factor,
-                                  "high_freq_factor": s.high_freq_factor,
-                                  "original_max_position_embeddings": s.original_max_seq_len}
+    config = hf_config(model)
     if tokenizer is not None:
         config.update(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
         tokenizer.hf.save(str(folder / "tokenizer.json"))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark of the project, in one script for a lent GPU machine (see CONTRIBUTING.md).
+#   bash benchmarks/gpu.sh [OUT_DIR]        # default benchmarks/out/gpu
+# Each step has its own time limit, writes JSON under OUT_DIR and a log; a failing step does not stop the next.
+# Needs torch (CUDA), transformers, pytest on the machine; nothing is downloaded.
+set -u
+OUT=${1:-${OUT:-benchmarks/out/gpu}}
+mkdir -p "$OUT"
+PY=${PYTHON:-python}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+step() {  # step NAME SECONDS CMD...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s): $*"
+  local t0=$SECONDS
+  timeout "$limit" "$@" > >(tee "$OUT/$name.log") 2>&1
+  echo "=== $name: exit $? after $((SECONDS - t0))s"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+
+step tests 120 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_linear.py tests/test_model.py \
+  $(ls tests/test_quant*.py 2>/dev/null)
+step decode 260 $PY benchmarks/decode.py --mode gpu --repeats 3 --out "$OUT/decode_gpu.json"
+if [ -f benchmarks/quant.py ]; then
+  step quant 150 $PY benchmarks/quant.py --mode gpu --out "$OUT/quant_gpu.json"
+fi
+if [ "${SKIP_COMPILE:-0}" != 1 ]; then
+  step decode_compile 150 $PY benchmarks/decode.py --mode gpu --compile --batches 1 --repeats 3 \
+    --out "$OUT/decode_gpu_compile.json"
+fi
+echo "done"

@@ -1,0 +1,47 @@
+"""The bias-free linear layer every projection of the model uses, and which CPU kernel runs it.
+
+``Linear`` is ``nn.Linear(bias=False)`` with one difference: on the CPU, in fp32, when no gradient is needed
+(generation, evaluation), it calls oneDNN's inner-product kernel — the kernel ``torch.compile``'s CPU backend emits
+for linear layers — instead of the MKL ``sgemm`` that ``F.linear`` uses.
+
+Why it matters: a decode step multiplies one activation row per sequence by every weight matrix, so its cost is
+reading the weights from memory. On the 2-core AMD machine the book is tested on, ``F.linear`` reads skinny fp32
+matrices at about 7 GB/s while oneDNN reaches about 14 GB/s (``benchmarks/decode.py`` measures the end-to-end effect;
+``tests/test_linear.py`` checks the two agree). Training, other dtypes and other devices use ``F.linear`` unchanged.
+
+Set ``MINILLM_CPU_LINEAR=aten`` to force ``F.linear`` everywhere (for A/B comparisons).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``linear(x, weight)`` takes the oneDNN path (CPU, fp32, no autograd, not under torch.compile)."""
+    return (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and os.environ.get("MINILLM_CPU_LINEAR", "onednn") != "aten")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x (..., in) @ weight (out, in)ᵀ -> (..., out)``."""
+    if use_onednn(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+    return F.linear(x, weight)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` without bias whose forward is ``linear`` above."""
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=False, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight)
