@@ -1,0 +1,129 @@
+"""The whole curation pipeline on a planted crawl: each stage meets its precision/recall target (issue "Done when")."""
+
+import json
+
+import pytest
+
+from minillm.data import __main__ as cli
+from minillm.data.classifier import FastTextConfig
+from minillm.data.crawl import CrawlConfig, CrawlTruth, build_crawl, save_crawl
+from minillm.data.evaluate import evaluate
+from minillm.data.mix import REPORT_MIX
+from minillm.data.pipeline import PipelineConfig, _extract_shard, _map, run_pipeline
+
+CRAWL = CrawlConfig(seed=0, clean_pages=700, python_docs_pages=3)
+PIPELINE = PipelineConfig(workers=2, shard_size=100, quality_per_class=150, domain_per_source=60,
+                          classifier=FastTextConfig(epochs=5))
+
+
+@pytest.fixture(scope="module")
+def run():
+    crawl = build_crawl(CRAWL)
+    result = run_pipeline(crawl.pages, PIPELINE, progress=False)
+    return crawl, result, evaluate(result, crawl.truth)
+
+
+def test_crawl_plants_every_problem_with_its_truth(run):
+    crawl, _, _ = run
+    truth = crawl.truth
+    kinds = set(truth.kind.values())
+    assert {"clean", "spam", "dirty", "garbage", "low_quality", "bad"} <= kinds
+    assert truth.duplicate_of and truth.related_to and truth.pii and truth.markdown and truth.boilerplate
+    assert set(truth.bad_input.values()) == {"non_utf8", "empty", "too_large", "broken_html"}
+    assert max(len(p.body) for p in crawl.pages) >= 50_000_000  # the 50 MB page
+    assert len(truth.newest) < len(crawl.pages)  # some URLs were crawled more than once
+    assert [p.id for p in crawl.pages] == list(range(len(crawl.pages)))
+
+
+def test_crawl_is_deterministic_and_its_truth_round_trips(tmp_path):
+    config = CrawlConfig(seed=3, clean_pages=40, python_docs_pages=0, sources=("news", "python_code"),
+                         bad_inputs=False)
+    first, second = build_crawl(config), build_crawl(config)
+    assert first.pages == second.pages and first.truth == second.truth
+    save_crawl(first, tmp_path)
+    assert CrawlTruth.from_json((tmp_path / "truth.json").read_text()) == first.truth
+    assert sum(1 for _ in open(tmp_path / "pages.jsonl")) == len(first.pages)
+
+
+def test_url_dedup_is_exact(run):
+    assert run[2]["url_dedup"]["exact"]
+
+
+def test_bad_input_is_counted_never_lost(run):
+    crawl, result, ev = run
+    assert ev["extract"]["bad_missed"] == {}
+    assert ev["extract"]["bad_counted"] == len(crawl.truth.bad_input)
+    # every page is either in the corpus or removed by a named stage
+    assert set(result.removed) | {d["id"] for d in result.docs} == set(range(len(crawl.pages)))
+    assert not set(result.removed) & {d["id"] for d in result.docs}
+
+
+def test_markdown_markers_are_removed(run):
+    assert run[2]["extract"]["markdown_pages"] > 0 and run[2]["extract"]["markdown_left"] == 0
+
+
+def test_near_duplicates_found_with_recall_and_precision_above_095(run):
+    minhash = run[2]["minhash"]
+    assert minhash["pairs_at_threshold"] >= 30
+    assert minhash["recall"] >= 0.95 and minhash["precision"] >= 0.95
+    assert minhash["related_merged"] <= 0.05  # pairs at Jaccard 0.3-0.6 stay apart
+
+
+def test_planted_boilerplate_lines_are_removed(run):
+    lines = run[2]["line_dedup"]
+    assert lines["boilerplate_lines_in"] > 0 and lines["boilerplate_lines_left"] == 0
+
+
+def test_spam_and_garbage_removed_with_few_clean_pages_lost(run):
+    heuristics, quality = run[2]["heuristics"], run[2]["quality"]
+    for kind in ("spam", "dirty", "garbage"):
+        assert heuristics[f"{kind}_recall"] >= 0.9
+    assert quality["low_quality_recall"] >= 0.9
+    assert heuristics["clean_removed"] + quality["clean_removed"] <= 0.02
+
+
+def test_pii_recall_above_095(run):
+    assert run[2]["pii"]["planted"] > 20 and run[2]["pii"]["recall"] >= 0.95
+
+
+def test_domain_classifier_and_mix(run):
+    _, result, ev = run
+    assert ev["domain"]["accuracy"] >= 0.9
+    mix = result.report["mix"]
+    present = [d for d in REPORT_MIX if mix["tokens"].get(d, 0) > 0]
+    assert "multilingual" not in present  # nothing multilingual ships offline: reported as 0
+    norm = sum(REPORT_MIX[d] for d in present)
+    for d in present:
+        assert mix["achieved"][d] == pytest.approx(REPORT_MIX[d] / norm)
+    annealing = [d for d in result.docs if d["annealing"]]
+    assert annealing and all(d["domain"] in ("math", "code") for d in annealing)
+
+
+def test_report_lists_every_stage_in_order_with_counts(run):
+    stages = run[1].report["stages"]
+    assert [s["stage"] for s in stages] == ["url_dedup", "extract", "minhash_dedup", "line_dedup", "heuristics",
+                                            "quality", "pii", "mix"]
+    for before, after in zip(stages, stages[1:]):
+        assert after["docs_in"] == before["docs_out"]
+    json.dumps(run[1].report)  # JSON-able
+
+
+def test_extraction_in_worker_processes_equals_one_process(run):
+    pages = run[0].pages[:120]
+    shards = [(pages[i:i + 30], PIPELINE.max_page_bytes) for i in range(0, len(pages), 30)]
+    serial = _map(_extract_shard, shards, PipelineConfig(workers=1), "x", False)
+    assert _map(_extract_shard, shards, PipelineConfig(workers=2), "x", False) == serial
+
+
+def test_cli_build_fast_passes_the_fast_sizes_and_prints_the_table(run, monkeypatch, capsys, tmp_path):
+    calls = {}
+
+    def fake_build(out, crawl, pipeline, progress):
+        calls.update(out=out, crawl=crawl, pipeline=pipeline)
+        return dict(run[1].report, evaluation=run[2])
+
+    monkeypatch.setattr(cli, "build_corpus", fake_build)
+    assert cli.main(["build", "--out", str(tmp_path), "--fast", "--workers", "2", "--quiet"]) == 0
+    assert calls["crawl"].clean_pages == 2000 and calls["pipeline"].workers == 2
+    printed = capsys.readouterr().out
+    assert "minhash" in printed and "mix" in printed and "multilingual 0.00 (report 0.08)" in printed
