@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark of the project, in one script for a lent GPU machine (see CONTRIBUTING.md).
 #   bash benchmarks/gpu.sh [OUT_DIR]        # default benchmarks/out/gpu
-# SKIP_QUANT=1 / SKIP_COMPILE=1 leave those steps out.
+# SKIP_DECODE=1 / SKIP_QUANT=1 / SKIP_COMPILE=1 leave those steps out.
 # Each step has its own time limit, writes JSON under OUT_DIR and a log; a failing step does not stop the next.
 # Needs torch (CUDA), transformers, pytest on the machine; nothing is downloaded.
 set -u
@@ -21,7 +21,10 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', to
 
 step tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_linear.py \
   $([ "${SKIP_QUANT:-0}" = 1 ] || ls tests/test_quant.py 2>/dev/null)
-step decode 240 $PY benchmarks/decode.py --mode gpu --repeats 3 --out "$OUT/decode_gpu.json"
+[ "${SKIP_DECODE:-0}" = 1 ] || step decode 240 $PY benchmarks/decode.py --mode gpu --repeats 3 --out "$OUT/decode_gpu.json"
+# the same decode with attention as two cuBLAS matmuls instead of SDPA's fused kernel (see attention.py)
+step decode_matmul 150 env MINILLM_DECODE_ATTN=matmul $PY benchmarks/decode.py --mode gpu --repeats 3 --batches 1 16 \
+  --out "$OUT/decode_gpu_matmul.json"
 if [ -f benchmarks/quant.py ] && [ "${SKIP_QUANT:-0}" != 1 ]; then
   step quant 150 $PY benchmarks/quant.py --mode gpu --out "$OUT/quant_gpu.json"
 fi

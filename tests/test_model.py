@@ -218,3 +218,15 @@ def test_full_cache_raises_instead_of_overwriting():
 def test_sequence_longer_than_max_seq_len_raises():
     with pytest.raises(ValueError, match="max_seq_len"):
         model()(torch.zeros(1, 129, dtype=torch.long))
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 8])
+def test_matmul_decode_attention_equals_the_reference(n_kv_heads):
+    from minillm.model.attention import decode_attention_matmul
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 8, 1, 16, generator=g)
+    k, v = torch.randn(2, 3, n_kv_heads, 20, 16, generator=g)
+    mask = torch.rand(3, 1, 1, 20, generator=g) > 0.3
+    mask[..., 0] = True
+    torch.testing.assert_close(decode_attention_matmul(q, k, v, mask), attention_ref(q, k, v, mask))
+    torch.testing.assert_close(sdpa_attention(q, k, v, mask), attention_ref(q, k, v, mask))

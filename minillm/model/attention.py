@@ -18,6 +18,7 @@ Masks are boolean, ``True`` where a query may attend to a key, and broadcast ove
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -63,15 +64,33 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     """The same with ``F.scaled_dot_product_attention``. Shapes as ``attention_ref``."""
     B, H, T, D = q.shape
     group = H // k.shape[1]
+    if T == 1 and not is_causal and os.environ.get("MINILLM_DECODE_ATTN") == "matmul":
+        return decode_attention_matmul(q, k, v, mask)
     if group > 1 and T == 1 and not is_causal:
         # decode: the `group` query heads of a KV head become `group` query rows against the same keys,
         # so no key/value copy is made. (B, Hkv, group, D) x (B, Hkv, S, D); mask (B, 1, 1, S) broadcasts.
         out = F.scaled_dot_product_attention(q.view(B, H // group, group, D), k, v, attn_mask=mask)
-        return out.view(B, H, 1, D)
+        return out.reshape(B, H, 1, D)                                      # (CUDA kernels may return it strided)
     if group > 1:
         k = k.repeat_interleave(group, dim=1)                               # (B, H, S, D)
         v = v.repeat_interleave(group, dim=1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+
+
+def decode_attention_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Decode attention as two batched matmuls (an experiment, ``MINILLM_DECODE_ATTN=matmul``).
+
+    At batch 1 a fused kernel gets one thread block per (sequence, KV head) — 8 for Llama 3 — to stream the whole
+    cache; cuBLAS tiles ``q·Kᵀ`` over the keys instead. q ``(B, H, 1, D)``, k/v ``(B, Hkv, S, D)`` -> ``(B, H, 1, D)``."""
+    B, H, _, D = q.shape
+    Hkv = k.shape[1]
+    qg = q.view(B, Hkv, H // Hkv, D)                                        # (B, Hkv, group, D)
+    scores = (qg @ k.transpose(-2, -1)).float() / math.sqrt(D)              # (B, Hkv, group, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))                   # mask (B, 1, 1, S)
+    out = scores.softmax(dim=-1).to(v.dtype) @ v                            # (B, Hkv, group, D)
+    return out.reshape(B, H, 1, D)
 
 
 class Attention(nn.Module):

@@ -42,7 +42,7 @@ class StaticDecoder:
         self._step = torch.compile(self._eager_step, fullgraph=True) if compile else self._eager_step
         self._graph: torch.cuda.CUDAGraph | None = None
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: torch.compile cannot trace parameters under it
     def _eager_step(self) -> None:
         logits = self.model(self.token, positions=self.position, mask=self.mask, cache=self.cache, start=self.slot)
         self.next_token.copy_(logits[:, -1].argmax(dim=-1))
@@ -58,7 +58,7 @@ class StaticDecoder:
         with torch.cuda.graph(self._graph):
             self._step()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: torch.compile cannot trace parameters under it
     def prefill(self, prompts: torch.Tensor) -> torch.Tensor:
         """Run equal-length prompts ``(B, P)`` through the model, filling cache slots ``0..P``; return the first
         greedy token ``(B,)``."""
@@ -71,7 +71,7 @@ class StaticDecoder:
         self.prompt_len = P
         return logits[:, -1].argmax(dim=-1)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: torch.compile cannot trace parameters under it
     def decode(self, first: torch.Tensor, steps: int) -> torch.Tensor:
         """Feed ``first (B,)`` and greedily decode ``steps`` more tokens -> ``(B, steps)``."""
         P = self.prompt_len
