@@ -22,9 +22,11 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', to
 step tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_linear.py \
   $([ "${SKIP_QUANT:-0}" = 1 ] || ls tests/test_quant.py 2>/dev/null)
 [ "${SKIP_DECODE:-0}" = 1 ] || step decode 240 $PY benchmarks/decode.py --mode gpu --repeats 3 --out "$OUT/decode_gpu.json"
-# the same decode with attention as two cuBLAS matmuls instead of SDPA's fused kernel (see attention.py)
-step decode_matmul 150 env MINILLM_DECODE_ATTN=matmul $PY benchmarks/decode.py --mode gpu --repeats 3 --batches 1 16 \
-  --out "$OUT/decode_gpu_matmul.json"
+# A/B of the decode-attention choice (attention.py: auto = matmuls below 64 blocks, SDPA above)
+for attn in sdpa matmul; do
+  step decode_$attn 150 env MINILLM_DECODE_ATTN=$attn $PY benchmarks/decode.py --mode gpu --repeats 3 --batches 1 16 \
+    --out "$OUT/decode_gpu_$attn.json"
+done
 if [ -f benchmarks/quant.py ] && [ "${SKIP_QUANT:-0}" != 1 ]; then
   step quant 150 $PY benchmarks/quant.py --mode gpu --out "$OUT/quant_gpu.json"
 fi

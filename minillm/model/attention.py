@@ -64,7 +64,7 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     """The same with ``F.scaled_dot_product_attention``. Shapes as ``attention_ref``."""
     B, H, T, D = q.shape
     group = H // k.shape[1]
-    if T == 1 and not is_causal and os.environ.get("MINILLM_DECODE_ATTN") == "matmul":
+    if T == 1 and not is_causal and _decode_with_matmul(q, k):
         return decode_attention_matmul(q, k, v, mask)
     if group > 1 and T == 1 and not is_causal:
         # decode: the `group` query heads of a KV head become `group` query rows against the same keys,
@@ -77,9 +77,21 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
+def _decode_with_matmul(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """``MINILLM_DECODE_ATTN``: ``sdpa``, ``matmul`` or ``auto`` (default): matmuls on CUDA when the fused kernel would
+    get fewer than 64 (sequence, KV head) blocks. On an H100 with Llama-3-8B shapes at 4K context (benchmarks/RESULTS.md)
+    matmuls decoded batch 1 at 117 tok/s vs 93 for SDPA, while SDPA won at batch 16 (1364 vs 1245)."""
+    choice = os.environ.get("MINILLM_DECODE_ATTN", "auto")
+    if choice not in ("auto", "sdpa", "matmul"):
+        raise ValueError(f"MINILLM_DECODE_ATTN must be auto, sdpa or matmul, got {choice!r}")
+    if choice == "auto":
+        return q.device.type == "cuda" and q.shape[0] * k.shape[1] < 64
+    return choice == "matmul"
+
+
 def decode_attention_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Decode attention as two batched matmuls (an experiment, ``MINILLM_DECODE_ATTN=matmul``).
+    """Decode attention as two batched matmuls (used for small decode batches on GPUs, see ``_decode_with_matmul``).
 
     At batch 1 a fused kernel gets one thread block per (sequence, KV head) — 8 for Llama 3 — to stream the whole
     cache; cuBLAS tiles ``q·Kᵀ`` over the keys instead. q ``(B, H, 1, D)``, k/v ``(B, Hkv, S, D)`` -> ``(B, H, 1, D)``."""
