@@ -1,0 +1,17 @@
+"""Pre-training (report §3.4): packing with document ids, LR and batch schedules, AdamW, the trainer loop with
+exact-resume checkpoints and data parallelism, evaluation (loss, bits per byte) and checkpoint averaging."""
+
+from minillm.train.checkpoint import (average_checkpoints, checkpoint_dir, list_checkpoints, load_checkpoint,
+                                      save_checkpoint)
+from minillm.train.evaluate import evaluate, token_byte_lengths, token_losses
+from minillm.train.optim import OptimConfig, autocast, clip_gradients, make_optimizer, param_groups
+from minillm.train.packing import IGNORE, Batch, PackedData, StreamLoader, batch_at, pack_documents, pack_texts
+from minillm.train.schedules import BatchRamp, LRSchedule, RampStage
+from minillm.train.trainer import TrainConfig, Trainer, init_distributed
+
+__all__ = [
+    "average_checkpoints", "checkpoint_dir", "list_checkpoints", "load_checkpoint", "save_checkpoint", "evaluate",
+    "token_byte_lengths", "token_losses", "OptimConfig", "autocast", "clip_gradients", "make_optimizer",
+    "param_groups", "IGNORE", "Batch", "PackedData", "StreamLoader", "batch_at", "pack_documents", "pack_texts",
+    "BatchRamp", "LRSchedule", "RampStage", "TrainConfig", "Trainer", "init_distributed",
+]
