@@ -183,3 +183,9 @@ def test_configs_name_the_bad_field():
         PipelineConfig(workers=0)
     with pytest.raises(ValueError, match="minhash_threshold"):
         PipelineConfig(minhash_threshold=1.5)
+
+
+def test_stacked_line_start_markdown_markers_are_all_removed():
+    from minillm.data.extract import strip_markdown
+    out = strip_markdown("- # Dennis Tito\n## > quoted")
+    assert "#" not in out and ">" not in out and out.split() == ["Dennis", "Tito", "quoted"]

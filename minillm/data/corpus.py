@@ -26,7 +26,7 @@ from minillm.data.pipeline import PipelineConfig, run_pipeline
 from minillm.data.sources import source_versions
 from minillm.device import RunMode
 
-VERSION = 1
+VERSION = 2  # 2: plants.py computes the true Jaccard of near-duplicate pairs; extract.py strips nested markers
 
 
 def crawl_config(mode: RunMode | str, seed: int = 0) -> CrawlConfig:

@@ -27,7 +27,8 @@ BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", 
               "title", "form", "figure", "figcaption", "address"}
 VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "track", "wbr"}
 
-# markdown markers, applied line by line outside <pre> (order matters: images before links, ** before *)
+# markdown markers, applied line by line outside <pre> (order matters: images before links, ** before *); the first
+# four are line-start markers
 _MARKDOWN = [
     (re.compile(r"^\s{0,3}#{1,6}\s+"), ""),                      # # Heading
     (re.compile(r"^\s{0,3}>\s?"), ""),                           # > quote
@@ -47,7 +48,12 @@ def strip_markdown(text: str) -> str:
     """Remove markdown markers from prose, keeping the words (``**bold** [link](u)`` → ``bold link``)."""
     lines = []
     for line in text.split("\n"):
-        for pattern, repl in _MARKDOWN:
+        previous = None
+        while line != previous:  # line-start markers nest: "- # item", "## > quote"
+            previous = line
+            for pattern, repl in _MARKDOWN[:4]:
+                line = pattern.sub(repl, line)
+        for pattern, repl in _MARKDOWN[4:]:
             line = pattern.sub(repl, line)
         lines.append(line)
     return "\n".join(lines)

@@ -75,7 +75,7 @@ def edit_to_jaccard(text: str, target: float, rng: random.Random, edit: str = "t
     apply = {"tokens": _token_edit, "reorder": _reorder, "boilerplate": _add_boilerplate}[edit]
     low, high = 0.0, 1.0 if edit != "boilerplate" else 4.0
     state = rng.getstate()
-    best = (text, 1.0)
+    best = (text, measure(text))  # the unedited copy (below 1 when measure adds differing boilerplate)
     for _ in range(12):
         rate = (low + high) / 2
         rng.setstate(state)
