@@ -12,12 +12,14 @@ One run, JSON out (written after every section, so a timeout keeps what was meas
    K separate requests without sharing, in the same pool (sized for the shared run), plus the unshared run's KV
    memory in an unbounded pool.
 4. ``throughput``: nano-vllm's protocol (random token prompts, random input and output lengths, EOS ignored): the
-   engine on all requests vs a static-batch loop (``minillm.generate``, one batch after another) and HF ``generate``
-   (same batches), both on the first ``--baseline-requests`` requests. Output tok/s = useful tokens / wall time.
+   engine on all requests; then the engine, a static-batch loop (``minillm.generate``, one batch after another) and
+   HF ``generate`` (same batches) on ``--baseline-requests`` requests whose lengths are capped at
+   ``--baseline-max-len`` (GPU: 64 requests, lengths 100-256, since HF's eager decode at 1024 steps would take
+   minutes). Output tok/s = useful tokens / wall time. GPU mode skips what starts after ``--deadline-s`` (200 s).
 
     python benchmarks/serve.py                          # CPU: SmolLM2-135M, scaled-down protocol (~5 min on 2 cores)
     python benchmarks/serve.py --quick                  # CPU, smaller (~1 min)
-    python benchmarks/serve.py --mode gpu               # Llama-3-8B shapes, random bf16 weights; ~3-4 min on an H100
+    python benchmarks/serve.py --mode gpu               # Llama-3-8B shapes, random bf16 weights; ~3 min on an H100
     python benchmarks/serve.py --mode gpu --smoke       # the GPU code path on tiny shapes (runs on CPU)
 """
 
@@ -218,8 +220,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CPU mode, smaller workloads")
     ap.add_argument("--requests", type=int, default=None, help="throughput: number of requests")
     ap.add_argument("--baseline-requests", type=int, default=None, help="static/HF baselines: first N requests")
+    ap.add_argument("--baseline-max-len", type=int, default=None,
+                    help="input/output lengths of the baseline workload at most this (HF eager decode is slow)")
     ap.add_argument("--sections", nargs="*", default=["attention", "memory", "rejection", "throughput"])
-    ap.add_argument("--deadline-s", type=float, default=1e9,
+    ap.add_argument("--deadline-s", type=float, default=None,
                     help="skip the remaining throughput baselines once this many seconds have passed")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -234,7 +238,7 @@ def main() -> None:
         attn_cases, iters = [(1, 4096), (16, 4096), (64, 1024), (256, 512)], 50
         mem_n, mem_len = 256, 2048
         rej = (512, 16, 256)
-        n_req, lo, hi, n_base, static_batch = 256, 100, 1024, 64, 64
+        n_req, lo, hi, n_base, static_batch, base_hi = 256, 100, 1024, 64, 64, 256
         engine_kw = dict(max_num_seqs=256, max_num_batched_tokens=8192, num_blocks=(40 << 30) // (16 * 131072))
     elif gpu:                                                          # smoke: same code path, tiny shapes
         cfg = ModelConfig.tiny(max_seq_len=512)
@@ -243,7 +247,7 @@ def main() -> None:
         attn_cases, iters = [(1, 256), (4, 128)], 5
         mem_n, mem_len = 16, 256
         rej = (32, 4, 16)
-        n_req, lo, hi, n_base, static_batch = 8, 8, 32, 4, 4
+        n_req, lo, hi, n_base, static_batch, base_hi = 8, 8, 32, 4, 4, 32
         engine_kw = dict(max_num_seqs=8, max_num_batched_tokens=256)
     else:
         from minillm.model.load import load_pretrained, smollm2_gguf_path
@@ -254,8 +258,11 @@ def main() -> None:
         mem_n, mem_len = (32, 1024) if args.quick else (128, 2048)
         rej = (128, 8, 64) if args.quick else (512, 16, 256)
         n_req, lo, hi, n_base, static_batch = (16, 8, 64, 16, 8) if args.quick else (32, 16, 160, 32, 8)
+        base_hi = hi
         engine_kw = dict(max_num_seqs=64, max_num_batched_tokens=1024)
     n_req = args.requests or n_req
+    if args.deadline_s is None:                                        # GPU mode: stay within ~4 minutes
+        args.deadline_s = 200.0 if gpu and not args.smoke else 1e9
     n_base = min(args.baseline_requests or n_base, n_req)
     out_path = args.out or Path(f"benchmarks/out/serve_{args.mode}{'_smoke' if args.smoke else ''}.json")
     report = {"benchmark": "serve", "mode": args.mode, "smoke": args.smoke, "quick": args.quick, "model": name,
@@ -267,21 +274,25 @@ def main() -> None:
     def save(key, value):
         report[key] = value
         report["elapsed_s"] = time.perf_counter() - T0
+        report.setdefault("timeline_s", {})[key] = report["elapsed_s"]
         out_path.write_text(json.dumps(report, indent=2))
 
+    print(f"model ready after {time.perf_counter() - T0:.0f} s", flush=True)
     if "attention" in args.sections:
         save("attention", bench_attention(cfg, attn_cases, dtype, device, iters))
     if "memory" in args.sections:
         save("memory", bench_memory(device, mem_n, mem_len))
-    if "rejection" in args.sections:
+    if "rejection" in args.sections and time.perf_counter() - T0 < args.deadline_s:
         P, K, L = rej
         save("rejection", bench_rejection(model, P, K, L, device, max_num_batched_tokens=max(2048, P)))
     if "throughput" in args.sections:
         reqs = requests(n_req, lo, hi, cfg.vocab_size)
-        base = reqs[:n_base]
+        base_hi = args.baseline_max_len or base_hi
+        base = requests(n_base, min(lo, base_hi), base_hi, cfg.vocab_size)     # == reqs[:n_base] when base_hi == hi
         run_engine(model, reqs[:2], device, **engine_kw)                   # warm-up (Triton compile)
         t = {"protocol": f"nano-vllm: {n_req} requests, input and output lengths uniform in [{lo}, {hi}], "
-                         f"random token ids, EOS ignored, greedy; baselines on the first {n_base}",
+                         f"random token ids, EOS ignored, greedy; engine vs baselines on {n_base} requests with lengths "
+                         f"in [{min(lo, base_hi)}, {base_hi}]",
              "engine": run_engine(model, reqs, device, **engine_kw)}
         print(f"throughput engine ({n_req} requests): {t['engine']['output_tok_s']:.1f} output tok/s", flush=True)
         save("throughput", t)

@@ -1,0 +1,18 @@
+"""Serving (report §6.2, vLLM): paged KV blocks, PagedAttention, continuous batching, parallel sampling.
+
+- ``block_manager.py``: blocks, block tables, reference counts, copy-on-write fork, prefix caching;
+- ``paged_attention.py`` (PyTorch gather) and ``paged_attention_triton.py`` (Triton decode kernel);
+- ``sequence.py`` (``SamplingParams``, ``Sequence``), ``scheduler.py`` (continuous batching, preemption),
+  ``model_runner.py`` (the paged forward over a ragged batch), ``engine.py`` (``LLMEngine``).
+"""
+
+from minillm.infer.block_manager import BlockManager, block_hash
+from minillm.infer.engine import Completion, EngineConfig, LLMEngine, RequestOutput, StreamEvent
+from minillm.infer.paged_attention import (gather_kv, paged_decode_attention, paged_decode_attention_torch,
+                                           paged_prefill_attention_torch, write_kv)
+from minillm.infer.scheduler import Scheduler, SchedulerConfig
+from minillm.infer.sequence import SamplingParams, Sequence
+
+__all__ = ["BlockManager", "block_hash", "Completion", "EngineConfig", "LLMEngine", "RequestOutput", "StreamEvent",
+           "gather_kv", "paged_decode_attention", "paged_decode_attention_torch", "paged_prefill_attention_torch",
+           "write_kv", "Scheduler", "SchedulerConfig", "SamplingParams", "Sequence"]

@@ -1,0 +1,259 @@
+"""``LLMEngine``: continuous batching over a paged KV cache, with parallel sampling and prefix caching (vLLM §4).
+
+    engine = LLMEngine(model, tokenizer=tok)                       # num_blocks=None: size the pool from memory
+    outs = engine.generate(["The capital of France is"], SamplingParams(n=4, temperature=0.8, max_tokens=32))
+    outs[0].completions[2].text
+    for event in engine.stream(prompts, params): ...               # tokens as they are sampled
+
+Each ``step()``: the scheduler picks the batch (``scheduler.py``), the engine does the copy-on-write copies, the
+runner computes the batch's new tokens through the paged cache (``model_runner.py``), and the sequences whose last
+token was computed sample one token each. When a prompt with ``n > 1`` finishes its prefill, it forks ``n − 1``
+children sharing its blocks (vLLM §4.4) that sample from the same logits: the prompt is computed and stored once —
+the rejection-sampling setting in which the Llama 3 report (§6.2, seed 3.2) credits PagedAttention with over 2×.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence as Seq
+
+import torch
+
+from minillm.generate import sample_next
+from minillm.infer.block_manager import BlockManager
+from minillm.infer.model_runner import ModelRunner
+from minillm.infer.scheduler import Scheduler, SchedulerConfig
+from minillm.infer.sequence import SamplingParams, Sequence, check_prompt
+from minillm.model.llama import Llama
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Pool and scheduling knobs. ``num_blocks=None`` sizes the KV pool from ``gpu_memory_utilization`` of the free
+    GPU memory, or from ``cpu_kv_bytes`` on the CPU (capped at ``max_num_seqs`` full-length sequences)."""
+
+    num_blocks: int | None = None
+    block_size: int = 16
+    max_num_seqs: int = 128
+    max_num_batched_tokens: int = 2048
+    chunked_prefill: bool = True
+    prefix_caching: bool = True
+    gpu_memory_utilization: float = 0.85
+    cpu_kv_bytes: int = 1 << 30
+    attn_impl: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_blocks is not None and (not isinstance(self.num_blocks, int) or self.num_blocks < 1):
+            raise ValueError(f"EngineConfig.num_blocks must be None or a positive int, got {self.num_blocks!r}")
+        if not isinstance(self.block_size, int) or self.block_size < 1:
+            raise ValueError(f"EngineConfig.block_size must be a positive int (vLLM uses 16), got {self.block_size!r}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"EngineConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.attn_impl not in ("auto", "torch", "triton"):
+            raise ValueError(f"EngineConfig.attn_impl must be 'auto', 'torch' or 'triton', got {self.attn_impl!r}")
+        SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens, self.chunked_prefill)  # validates those
+
+
+@dataclass
+class Completion:
+    """One sampled continuation: new token ids (stop token excluded), its text, and why it ended."""
+
+    token_ids: list[int]
+    text: str | None
+    finish_reason: str            # "stop" (a stop token) or "length" (max_tokens)
+
+
+@dataclass
+class RequestOutput:
+    prompt_token_ids: list[int]
+    completions: list[Completion] = field(default_factory=list)
+
+
+@dataclass
+class StreamEvent:
+    """A token sampled for completion ``sample_index`` of prompt ``request_id`` (``token_id`` is None when a stop token
+    ended it); ``text`` is the new text it adds; ``finish_reason`` is set on its last event."""
+
+    request_id: int
+    sample_index: int
+    token_id: int | None
+    text: str
+    finish_reason: str | None
+
+
+class LLMEngine:
+    """Serve a ``minillm.Llama``: ``generate(prompts, params)`` or ``stream(...)``; ``step()`` for finer control."""
+
+    def __init__(self, model: Llama, num_blocks: int | None = None, block_size: int = 16, tokenizer=None,
+                 **config):
+        self.config = cfg = EngineConfig(num_blocks=num_blocks, block_size=block_size, **config)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.num_blocks = cfg.num_blocks or self._default_num_blocks()
+        self.block_manager = BlockManager(self.num_blocks, cfg.block_size, cfg.prefix_caching)
+        self.scheduler = Scheduler(SchedulerConfig(cfg.max_num_seqs, cfg.max_num_batched_tokens,
+                                                   cfg.chunked_prefill), self.block_manager)
+        self.runner = ModelRunner(model, self.num_blocks, cfg.block_size, cfg.attn_impl)
+        device = model.tok_embeddings.weight.device
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self._seq_ids = itertools.count()
+        self._request_ids = itertools.count()
+        self.requests: dict[int, list[Sequence]] = {}
+        self.num_steps = 0
+        self.peak_used_blocks = 0
+
+    def _default_num_blocks(self) -> int:
+        cfg, mcfg = self.config, self.model.cfg
+        per_block = ModelRunner.bytes_per_block(self.model, cfg.block_size)
+        if self.model.tok_embeddings.weight.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info()
+            return max(1, int(free * cfg.gpu_memory_utilization) // per_block)
+        full = cfg.max_num_seqs * -(-mcfg.max_seq_len // cfg.block_size)
+        return max(1, min(full, cfg.cpu_kv_bytes // per_block))
+
+    # ---------------------------------------------------------------- requests
+    def _check(self, prompt, params) -> tuple[list[int], SamplingParams]:
+        params = params or SamplingParams()
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("a text prompt needs LLMEngine(..., tokenizer=...); or pass token ids")
+            prompt = self.tokenizer.encode(prompt)
+        ids = check_prompt(prompt, self.model.cfg.vocab_size, self.model.cfg.max_seq_len, params.max_tokens)
+        need = self.block_manager.num_blocks_for(len(ids) + params.max_tokens)
+        if need > self.num_blocks:
+            raise ValueError(f"the KV pool ({self.num_blocks} blocks of {self.config.block_size} tokens) is too small "
+                             f"for one sequence of {len(ids)} + {params.max_tokens} tokens ({need} blocks): raise "
+                             f"num_blocks or lower max_tokens")
+        return ids, params
+
+    def add_request(self, prompt: Seq[int] | str, params: SamplingParams | None = None) -> int:
+        """Queue one prompt (token ids, or text with a tokenizer); returns its request id."""
+        ids, params = self._check(prompt, params)
+        stop = set(params.stop)
+        if self.tokenizer is not None and not params.ignore_eos:
+            stop |= set(getattr(self.tokenizer, "stop_ids", []))
+        rid = next(self._request_ids)
+        seq = Sequence(next(self._seq_ids), rid, 0, list(ids), len(ids), params, frozenset(stop),
+                       pending_forks=params.n - 1)
+        self.requests[rid] = [seq]
+        self.scheduler.add(seq)
+        return rid
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # ---------------------------------------------------------------- one step
+    @torch.inference_mode()
+    def step(self) -> list[StreamEvent]:
+        """Schedule, run the model once, sample; returns the tokens sampled in this step."""
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            if self.scheduler.waiting and not self.scheduler.running:
+                raise RuntimeError("no sequence can be scheduled although the pool is empty (a bug)")
+            return []
+        self.runner.copy_blocks(batch.copies)
+        work = []
+        for seq, n in zip(batch.seqs, batch.num_new):
+            done = seq.num_computed + n == seq.num_tokens
+            work.append((seq.token_ids, seq.num_computed, n, self.block_manager.table(seq.seq_id), done))
+        step_input, sampled = self.runner.prepare(work)
+        logits = self.runner.forward(step_input)                                  # (len(sampled), vocab)
+        for seq, n in zip(batch.seqs, batch.num_new):
+            seq.num_computed += n
+            self.block_manager.mark_computed(seq.seq_id, seq.token_ids, seq.num_computed)
+        self.num_steps += 1
+        self.peak_used_blocks = max(self.peak_used_blocks, self.num_blocks - self.block_manager.num_free)
+        # sample: one call per distinct (temperature, top_k, top_p), not per sequence (one device sync each)
+        groups: dict[tuple, tuple[list[int], list[Sequence]]] = {}
+        for row, i in enumerate(sampled):
+            seqs = [batch.seqs[i]] + self._fork(batch.seqs[i])              # n - 1 children after the prompt
+            p = seqs[0].params
+            rows, members = groups.setdefault((p.temperature, p.top_k, p.top_p), ([], []))
+            rows += [row] * len(seqs)
+            members += seqs
+        events = []
+        for (temperature, top_k, top_p), (rows, members) in groups.items():
+            picked = logits[torch.tensor(rows, device=logits.device)]         # (len(rows), vocab)
+            tokens = sample_next(picked, temperature, top_k, top_p, self.generator).tolist()
+            events += [self._append(seq, token) for seq, token in zip(members, tokens)]
+        return events
+
+    def _fork(self, parent: Sequence) -> list[Sequence]:
+        """After the prompt's prefill: ``n − 1`` children sharing the parent's blocks (copy-on-write later)."""
+        children = []
+        for k in range(parent.pending_forks):
+            child = Sequence(next(self._seq_ids), parent.request_id, k + 1, list(parent.token_ids), parent.prompt_len,
+                             parent.params, parent.stop_ids, num_computed=parent.num_computed, status=parent.status)
+            self.block_manager.fork(parent.seq_id, child.seq_id)
+            self.scheduler.running.append(child)
+            self.requests[parent.request_id].append(child)
+            children.append(child)
+        parent.pending_forks = 0
+        return children
+
+    def _append(self, seq: Sequence, token: int) -> StreamEvent:
+        if token in seq.stop_ids:
+            self.scheduler.finish(seq, "stop")
+            return StreamEvent(seq.request_id, seq.sample_index, None, "", "stop")
+        seq.token_ids.append(token)
+        delta = ""
+        if self.tokenizer is not None:
+            text = self.tokenizer.decode(seq.output_ids)
+            delta, seq.text = text[len(seq.text):], text
+        if len(seq.output_ids) >= seq.params.max_tokens:
+            self.scheduler.finish(seq, "length")
+        return StreamEvent(seq.request_id, seq.sample_index, token, delta, seq.finish_reason)
+
+    # ---------------------------------------------------------------- batch API
+    def _add_all(self, prompts, params) -> list[int]:
+        params_list = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        if len(params_list) != len(prompts):
+            raise ValueError(f"got {len(params_list)} SamplingParams for {len(prompts)} prompts")
+        for prompt, p in zip(prompts, params_list):
+            self._check(prompt, p)                                   # all valid before any is queued
+        return [self.add_request(prompt, p) for prompt, p in zip(prompts, params_list)]
+
+    def _run(self, max_steps: int | None) -> Iterator[StreamEvent]:
+        steps = 0
+        while self.has_unfinished():
+            if max_steps is not None and steps >= max_steps:
+                raise RuntimeError(f"requests not finished after max_steps={max_steps} engine steps")
+            yield from self.step()
+            steps += 1
+
+    def stream(self, prompts: Seq[Seq[int] | str], params: SamplingParams | Seq[SamplingParams] | None = None,
+               max_steps: int | None = None) -> Iterator[StreamEvent]:
+        """Queue ``prompts`` and yield every sampled token until all are done; an event's ``request_id`` is its
+        prompt's index in ``prompts``. ``max_steps`` bounds the loop (``RuntimeError`` past it)."""
+        index = {rid: i for i, rid in enumerate(self._add_all(prompts, params))}
+        for event in self._run(max_steps):
+            if event.request_id in index:
+                event.request_id = index[event.request_id]
+                yield event
+
+    def generate(self, prompts: Seq[Seq[int] | str], params: SamplingParams | Seq[SamplingParams] | None = None,
+                 max_steps: int | None = None) -> list[RequestOutput]:
+        """Per prompt, its ``n`` completions (in sample order). ``max_steps`` as in ``stream``."""
+        rids = self._add_all(prompts, params)
+        for _ in self._run(max_steps):
+            pass
+        outs = []
+        for rid in rids:
+            seqs = sorted(self.requests.pop(rid), key=lambda s: s.sample_index)
+            outs.append(RequestOutput(seqs[0].token_ids[:seqs[0].prompt_len], [
+                Completion(s.output_ids, s.text if self.tokenizer is not None else None, s.finish_reason)
+                for s in seqs]))
+        return outs
+
+    # ---------------------------------------------------------------- statistics
+    def kv_usage(self) -> dict:
+        """Blocks in use and the fraction of their slots that hold a computed token (shared blocks counted once)."""
+        bs, filled = self.config.block_size, {}
+        for seq in self.scheduler.running:
+            for i, block_id in enumerate(self.block_manager.table(seq.seq_id)):
+                filled[block_id] = max(filled.get(block_id, 0), min(bs, max(0, seq.num_computed - i * bs)))
+        used = len(filled)
+        return {"used_blocks": used, "filled_slots": sum(filled.values()), "reserved_slots": used * bs,
+                "utilisation": sum(filled.values()) / (used * bs) if used else 1.0,
+                "free_blocks": self.block_manager.num_free}
