@@ -17,10 +17,12 @@ def test_linear_equals_f_linear_in_inference(shape):
                                    F.linear(x.transpose(0, -2) if x.dim() == 3 else x, w), rtol=1e-5, atol=1e-5)
 
 
-def test_training_and_other_dtypes_use_f_linear(monkeypatch):
+def test_training_other_dtypes_and_long_prefills_use_f_linear(monkeypatch):
     w, x = torch.randn(8, 4, requires_grad=True), torch.randn(2, 4)
     assert not use_onednn(x, w)                      # grad enabled: autograd needs aten's kernel
     with torch.no_grad():
+        assert use_onednn(x, w)
+        assert not use_onednn(torch.randn(1, 65, 4), w)   # compute-bound: no per-length kernel builds
         assert not use_onednn(x.bfloat16(), w.bfloat16())
         monkeypatch.setenv("MINILLM_CPU_LINEAR", "aten")
         assert not use_onednn(x, w)

@@ -23,11 +23,16 @@ from torch import nn
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+MAX_ROWS = 64
+
+
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``linear(x, weight)`` takes the oneDNN path (CPU, fp32, no autograd, not under torch.compile)."""
+    """Whether ``linear(x, weight)`` takes the oneDNN path: CPU, fp32, no autograd, not under torch.compile, and at most
+    ``MAX_ROWS`` rows (tokens × batch). Above that (a long prefill) the matmul is compute-bound, both kernels run at
+    the same speed, and oneDNN would build — and cache — a new kernel for every new prompt length (milliseconds each)."""
     return (_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and os.environ.get("MINILLM_CPU_LINEAR", "onednn") != "aten")
+            and x.numel() <= MAX_ROWS * x.shape[-1] and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and os.environ.get("MINILLM_CPU_LINEAR", "onednn") != "aten")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
