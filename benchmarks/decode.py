@@ -197,11 +197,11 @@ def main() -> None:
     COMPILE = args.compile
 
     if args.mode == "cpu":
-        from minillm.model.load import load_pretrained, smollm2_gguf_path
+        from minillm.model.load import load_smollm2
 
         device, dtype = torch.device("cpu"), torch.float32
         if args.config in (None, "smollm2"):
-            model, _ = load_pretrained(smollm2_gguf_path())
+            model, _ = load_smollm2()
             name = "SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to fp32)"
         else:
             model, name = Llama(ModelConfig.tiny()).eval(), "tiny (random)"

@@ -311,9 +311,9 @@ def llama3_8b_weight_bytes() -> dict:
 
 def bench_accuracy(n_tokens: int, seq_len: int, cap: float) -> dict:
     from minillm.data.sources import raw_documents
-    from minillm.model.load import load_pretrained, smollm2_gguf_path
+    from minillm.model.load import load_smollm2
 
-    model, tok = load_pretrained(smollm2_gguf_path())
+    model, tok = load_smollm2()
     model.eval()
     ids: list[int] = []
     per_source = 1

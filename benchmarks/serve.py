@@ -250,9 +250,9 @@ def main() -> None:
         n_req, lo, hi, n_base, static_batch, base_hi = 8, 8, 32, 4, 4, 32
         engine_kw = dict(max_num_seqs=8, max_num_batched_tokens=256)
     else:
-        from minillm.model.load import load_pretrained, smollm2_gguf_path
+        from minillm.model.load import load_smollm2
 
-        model, _ = load_pretrained(smollm2_gguf_path())
+        model, _ = load_smollm2()
         cfg, dtype, name = model.cfg, torch.float32, "SmolLM2-135M-Instruct (GGUF Q4_1 dequantised to fp32)"
         attn_cases, iters = [(1, 1024), (16, 256)], 10
         mem_n, mem_len = (32, 1024) if args.quick else (128, 2048)

@@ -7,7 +7,7 @@ from minillm.config import ModelConfig, RopeScaling
 from minillm.device import DeviceChoice, RunMode, pick_device, seed_everything, setup
 from minillm.generate import generate
 from minillm.model import KVCache, Llama
-from minillm.model.load import load_pretrained, save_pretrained
+from minillm.model.load import load_pretrained, load_smollm2, save_pretrained
 
 __version__ = "0.1.0"
 
@@ -23,5 +23,6 @@ __all__ = [
     "KVCache",
     "generate",
     "load_pretrained",
+    "load_smollm2",
     "save_pretrained",
 ]

@@ -16,12 +16,12 @@ import sys
 from typing import Iterable, TextIO
 
 from minillm.generate import stream
-from minillm.model.load import load_pretrained, smollm2_gguf_path
+from minillm.model.load import load_pretrained, load_smollm2
 
 
 def load(model: str):
     """``(model, tokenizer)`` for a path or the shortcut ``smollm2``; exits with a message if there is no tokenizer."""
-    llm, tokenizer = load_pretrained(smollm2_gguf_path() if model == "smollm2" else model)
+    llm, tokenizer = load_smollm2() if model == "smollm2" else load_pretrained(model)
     if tokenizer is None:
         sys.exit(f"{model} has no tokenizer (tokenizer.json or GGUF tokenizer metadata): cannot turn text into ids")
     return llm, tokenizer

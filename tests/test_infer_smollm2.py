@@ -8,13 +8,12 @@ from minillm.infer import LLMEngine, SamplingParams
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from minillm.model.load import load_pretrained, smollm2_gguf_path
+    from minillm.model.load import load_smollm2
 
     try:
-        path = smollm2_gguf_path()
+        return load_smollm2()
     except ImportError as e:
         pytest.skip(str(e))
-    return load_pretrained(path)
 
 
 def test_engine_greedy_equals_generate_on_smollm2_for_prompts_of_different_lengths(smollm2):

