@@ -1,6 +1,10 @@
 """Pre-training (report §3.4): packing with document ids, LR and batch schedules, AdamW, the trainer loop with
-exact-resume checkpoints and data parallelism, evaluation (loss, bits per byte) and checkpoint averaging."""
+exact-resume checkpoints and data parallelism, evaluation (loss, bits per byte) and checkpoint averaging; the book's
+base model (``base_model``) and its annealing (``annealed_model``)."""
 
+from minillm.train.annealing import AnnealSpec, anneal, anneal_spec, annealed_model, annealing_mix
+from minillm.train.pretrain import (BaseModelSpec, base_model, base_model_folder, base_model_spec, evaluate_base,
+                                      train_base)
 from minillm.train.checkpoint import (average_checkpoints, checkpoint_dir, list_checkpoints, load_checkpoint,
                                       save_checkpoint)
 from minillm.train.evaluate import evaluate, token_byte_lengths, token_losses
@@ -10,6 +14,8 @@ from minillm.train.schedules import BatchRamp, LRSchedule, RampStage
 from minillm.train.trainer import TrainConfig, Trainer, init_distributed
 
 __all__ = [
+    "AnnealSpec", "anneal", "anneal_spec", "annealed_model", "annealing_mix", "BaseModelSpec", "base_model",
+    "base_model_folder", "base_model_spec", "evaluate_base", "train_base",
     "average_checkpoints", "checkpoint_dir", "list_checkpoints", "load_checkpoint", "save_checkpoint", "evaluate",
     "token_byte_lengths", "token_losses", "OptimConfig", "autocast", "clip_gradients", "make_optimizer",
     "param_groups", "IGNORE", "Batch", "PackedData", "StreamLoader", "batch_at", "pack_documents", "pack_texts",

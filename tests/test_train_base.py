@@ -1,0 +1,113 @@
+"""The base model recipe and annealing, on a tiny model and a few synthetic documents (the real build runs in the
+chapter): deterministic training, the artifact round trip, the annealing LR shape and checkpoint averaging."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import minillm.data.corpus
+import minillm.tokenizer
+from minillm.tokenizer import train_bpe
+from minillm.train import (AnnealSpec, BaseModelSpec, anneal, annealing_mix, base_model, base_model_spec, evaluate,
+                           train_base)
+from minillm.train.packing import pack_texts
+
+WORDS = [f"{a}{b}{c}{d}" for a in "bcdfg" for b in "aeiou" for c in "lmnr" for d in "aeo"][:240]
+SPEC = BaseModelSpec(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, seq_len=32, batch_size=4, steps=6,
+                     peak_lr=1e-2, warmup_steps=2, final_lr=1e-3, held_out_fraction=0.2, eval_batches=2,
+                     n_cloze=4, n_math=3)
+
+
+def _docs(n=40):
+    g = torch.Generator().manual_seed(0)
+    docs = []
+    for i in range(n):
+        if i % 4 == 0:                                                      # maths pages, in the annealing set
+            a, b = (int(x) for x in torch.randint(1, 9, (2,), generator=g))
+            text = f"Question: Calculate {a} + {b}.\nAnswer: {a + b}"
+        else:
+            words = [WORDS[j] for j in torch.randint(0, len(WORDS), (40,), generator=g).tolist()]
+            text = " ".join("The " + " ".join(words[k:k + 10]) + "." for k in range(0, 40, 10))
+        docs.append({"id": i, "text": text, "annealing": i % 4 == 0})
+    return docs
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_bpe([d["text"] for d in _docs()], vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer):
+    return train_base(SPEC, tokenizer, _docs(), progress=False)
+
+
+def test_base_training_learns_and_reports_every_metric(trained):
+    model, metrics, history = trained
+    assert metrics["last_loss"] < metrics["first_loss"] and len(history) == SPEC.steps
+    assert metrics["train_tokens"] == SPEC.steps * SPEC.batch_size * SPEC.seq_len
+    assert metrics["val"]["bpb"] > 0 and metrics["unigram_loss"] > 0
+    assert metrics["cloze"]["n"] == 4 and metrics["cloze"]["chance"] == 0.25
+    assert metrics["arith_mc"]["n"] == 3 and 0 <= metrics["math"]["score"] <= 1
+    assert metrics["train_docs"] + metrics["held_out_docs"] == 40
+
+
+def test_base_model_artifact_is_deterministic_built_once_then_loaded(tokenizer, trained, tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus" / "fake"
+    corpus.mkdir(parents=True)
+    with open(corpus / "corpus.jsonl", "w") as handle:
+        handle.writelines(json.dumps(d) + "\n" for d in _docs())
+    monkeypatch.setattr(minillm.tokenizer, "book_tokenizer", lambda root=None: tokenizer)
+    monkeypatch.setattr(minillm.data.corpus, "curated_corpus", lambda mode, root=None, progress=True: corpus)
+    model, tok, metrics = base_model("fast", root=tmp_path, progress=False, spec=SPEC)     # trains
+    assert tok is tokenizer and len([f for f in (tmp_path / "base_model").iterdir() if f.is_dir()]) == 1
+    again, _, metrics_again = base_model("fast", root=tmp_path, progress=False, spec=SPEC)     # loads
+    assert metrics_again == metrics
+    reference, reference_metrics, _ = trained                               # the same recipe trained in-process
+    for name, w in reference.state_dict().items():                          # bit-identical: training is deterministic
+        assert torch.equal(model.state_dict()[name], w) and torch.equal(again.state_dict()[name], w), name
+    assert metrics["val"] == reference_metrics["val"] and metrics["cloze"] == reference_metrics["cloze"]
+    assert model.cfg.tie_embeddings and model.cfg.dim == SPEC.dim
+
+
+def test_annealing_mix_upsamples_the_annealing_set():
+    docs = _docs()
+    mix = annealing_mix(docs, general_share=0.5)
+    flagged = [d for d in mix if d["annealing"]]
+    assert len(flagged) == 10 and len(mix) == 20                            # every annealing doc + as many others
+    assert annealing_mix(docs, 0.0) == flagged
+    with pytest.raises(ValueError, match="annealing=True"):
+        annealing_mix([dict(d, annealing=False) for d in docs], 0.5)
+
+
+def test_annealing_takes_the_lr_linearly_to_zero_and_averages_the_last_checkpoints(tokenizer, trained, tmp_path):
+    model = trained[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    val = pack_texts([d["text"] for d in _docs()[:8]], tokenizer)
+    spec = AnnealSpec(steps=6, start_lr=1e-3, batch_size=4, seq_len=32, general_share=0.5, checkpoint_every=2,
+                      average_last=2)
+    averaged, metrics = anneal(model, tokenizer, _docs(), spec, lambda m: evaluate(m, val, 32, 2),
+                               run_dir=tmp_path, progress=False)
+    lrs = [row["lr"] for row in metrics["history"]]
+    assert lrs == pytest.approx([1e-3 * (1 - s / 6) for s in range(6)])   # 1e-3 → 0 over the 6 steps
+    assert metrics["averaged_steps"] == [4, 6]
+    ckpts = [load_file(str(tmp_path / f"step_{s:06d}" / "model.safetensors")) for s in (4, 6)]
+    for name, w in load_file(str(tmp_path / "averaged.safetensors")).items():
+        torch.testing.assert_close(w, (ckpts[0][name] + ckpts[1][name]) / 2, rtol=0, atol=1e-7)
+    got = dict(averaged.named_parameters())
+    torch.testing.assert_close(got["layers.0.feed_forward.w2.weight"],
+                               (ckpts[0]["layers.0.feed_forward.w2.weight"] + ckpts[1]["layers.0.feed_forward.w2.weight"]) / 2)
+    for name, w in model.state_dict().items():                              # the base model is left untouched
+        assert torch.equal(w, before[name]), name
+    assert set(metrics) >= {"before", "last", "averaged"} and metrics["annealing_docs"] == 10
+    assert metrics["before"]["loss"] > 0 and metrics["averaged"]["loss"] > 0
+
+
+def test_specs_validate_and_scale_with_the_run_mode():
+    assert base_model_spec("book").steps > base_model_spec("fast").steps
+    with pytest.raises(ValueError, match="held_out_fraction"):
+        BaseModelSpec(held_out_fraction=0.0)
+    with pytest.raises(ValueError, match="average_last"):
+        AnnealSpec(steps=4, checkpoint_every=2, average_last=3)
