@@ -88,6 +88,20 @@ def test_a_computed_prefix_is_shared_and_stays_cached_after_free_until_evicted()
     bm.check()
 
 
+def test_prefix_statistics_count_each_admission_once_however_often_the_scheduler_asks():
+    bm = BlockManager(8, 2)
+    prompt = [1, 2, 3, 4, 5]
+    bm.allocate(0, prompt)
+    bm.mark_computed(0, prompt, 5)
+    before = dict(bm.stats)
+    for _ in range(3):                                           # a scheduler may check several times first
+        assert bm.can_allocate(prompt) and bm.blocks_needed(prompt) == 1
+    assert bm.stats == before
+    bm.allocate(1, prompt)                                       # 2 usable full blocks, both hit
+    assert bm.stats["prefix_queries"] - before["prefix_queries"] == 2
+    assert bm.stats["prefix_hits"] - before["prefix_hits"] == 2
+
+
 def test_a_hash_collision_is_caught_by_comparing_token_ids(monkeypatch):
     monkeypatch.setattr(bm_module, "block_hash", lambda ids, prefix=-1: 42)   # every block collides
     bm = BlockManager(8, 2)

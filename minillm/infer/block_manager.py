@@ -118,11 +118,12 @@ class BlockManager:
         if b.ref_count == 0:
             self.free_ids[block_id] = None                       # keeps hash and contents until evicted
 
-    def _lookup(self, token_ids: Sequence[int]) -> list[int]:
+    def _lookup(self, token_ids: Sequence[int], count: bool = False) -> list[int]:
         """Physical blocks caching the longest run of full prompt blocks (verified token by token).
 
         The last block is never taken from the cache when it would leave no token to compute: the engine needs the
-        logits of the last prompt token, so at least one token is always prefilled."""
+        logits of the last prompt token, so at least one token is always prefilled. ``count``: add the lookup to
+        ``stats`` (only ``allocate`` does, so an admission counts once however often the scheduler asked first)."""
         if not self.prefix_caching:
             return []
         bs, hits, h = self.block_size, [], -1
@@ -130,12 +131,12 @@ class BlockManager:
         for i in range(usable):
             ids = tuple(token_ids[i * bs:(i + 1) * bs])
             h = block_hash(ids, h)
-            self.stats["prefix_queries"] += 1
+            self.stats["prefix_queries"] += count
             block_id = self.hash_to_block.get(h)
             if block_id is None or self.blocks[block_id].token_ids != ids:
                 break
             hits.append(block_id)
-            self.stats["prefix_hits"] += 1
+            self.stats["prefix_hits"] += count
         return hits
 
     # ------------------------------------------------------------------ API
@@ -154,7 +155,7 @@ class BlockManager:
             raise ValueError(f"sequence {seq_id} already has blocks; free it first")
         if not self.can_allocate(token_ids):
             raise RuntimeError(f"not enough free blocks for sequence {seq_id}: check can_allocate first")
-        hits = self._lookup(token_ids)
+        hits = self._lookup(token_ids, count=True)
         seq = SeqBlocks()
         for block_id in hits:                                    # shared prefix: bump counts
             if self.blocks[block_id].ref_count == 0:

@@ -1,0 +1,205 @@
+"""Post-training data from verifiable tasks: instructions, dialogues and ranked preferences (report §4.1, §4.2).
+
+Llama 3's post-training data is human: prompts written by annotators, responses from the latest models, preferences
+ranked *edited > chosen > rejected* (annotators edit the chosen response to improve it, §4.2.1). None of that ships
+offline, so we build its analogue from ``reasoning-gym`` problems, whose answers a checker verifies:
+
+- an **instruction** is a problem phrased through one of several templates (``INSTRUCTIONS``), sometimes under a
+  system prompt; its reference response is ``"The answer is N."`` (``canonical_response``);
+- a **dialogue** strings 2-3 problems into one chat in the Llama 3 format (``Tokenizer.encode_chat``);
+- a **preference triple** for a prompt: ``rejected`` gives a wrong number (a near miss), ``chosen`` the right number
+  carelessly written (``"7 i think"``), ``edited`` the chosen answer corrected into the reference style. The ranking
+  is verifiable: correctness first (``score_response``, reasoning-gym's own scorer), style second.
+
+``PostData`` holds disjoint splits: ``train`` (SFT and preference data), ``dev`` (held-out reward-model pairs and the
+choice of each round's best model) and ``test`` (the accuracy we report), drawn from distant seeds with every
+question of an earlier split excluded (``minillm.eval.math_benchmark``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from minillm.eval.math import HELD_OUT_SEED, MathItem, math_benchmark
+from minillm.train.pretrain import EASY_ARITHMETIC
+
+Chat = list[dict[str, str]]          # [{"role": "user", "content": "..."}, ...]
+DEV_SEED = 500_009                   # between the train seeds (small) and HELD_OUT_SEED (1,000,003)
+
+SYSTEM_PROMPT = "You are a careful maths assistant. End with: The answer is N."
+# {q}: the reasoning-gym question ("Calculate 5 - 3."); {e}: its bare expression ("5 - 3") when the task has one
+INSTRUCTIONS = ("{q}", "{q} Answer with just the result.", "What is {e}?", "Please work out {e}.",
+                "Compute {e} for me.", "Quick one: {e} = ?")
+FOLLOW_UPS = ("Now this one: {q}", "Thanks! Next: {q}", "And {e}?", "One more. {q}")
+SLOPPY = ("{a}", "{a} i think", "hmm, {a}?", "it is {a} obviously!!", "{a}. next question")
+_ANSWER = re.compile(r"The answer is\s*(-?[\w./]+?)\.?\s*$")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+
+
+def canonical_response(item: MathItem) -> str:
+    """The reference (edited) response style: ``"The answer is N."``."""
+    return f"The answer is {item.answer}."
+
+
+def extract_final_answer(text: str) -> str:
+    """The answer in a response: after ``"The answer is"`` when present, else its last number, else the text."""
+    text = text.strip()
+    found = _ANSWER.search(text)
+    if found:
+        return found.group(1)
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else text
+
+
+def score_response(item: MathItem, text: str) -> float:
+    """reasoning-gym's score of the response's final answer (1.0 right; some tasks give partial credit)."""
+    import reasoning_gym
+
+    return float(reasoning_gym.get_score_answer_fn(item.task)(extract_final_answer(text), item.entry))
+
+
+def is_correct(item: MathItem, text: str) -> bool:
+    return score_response(item, text) == 1.0
+
+
+def _expression(item: MathItem) -> str | None:
+    return item.entry.get("metadata", {}).get("expression")
+
+
+def instruction(item: MathItem, rng: random.Random, follow_up: bool = False) -> str:
+    """The problem phrased through a random template (expression templates only where the task gives one)."""
+    expr = _expression(item)
+    templates = FOLLOW_UPS if follow_up else INSTRUCTIONS
+    usable = [t for t in templates if "{e}" not in t or expr is not None]
+    return rng.choice(usable).format(q=item.question, e=expr)
+
+
+def eval_prompt(item: MathItem) -> Chat:
+    """The fixed prompt held-out accuracy is measured with: system prompt + the question as reasoning-gym writes it."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": item.question}]
+
+
+def instruction_chat(item: MathItem, rng: random.Random, system_prob: float = 0.5) -> Chat:
+    """One templated instruction and its reference answer (with the system prompt with probability ``system_prob``)."""
+    chat = [{"role": "system", "content": SYSTEM_PROMPT}] if rng.random() < system_prob else []
+    return chat + [{"role": "user", "content": instruction(item, rng)},
+                   {"role": "assistant", "content": canonical_response(item)}]
+
+
+def dialogue(items: Sequence[MathItem], rng: random.Random) -> Chat:
+    """A multi-turn chat: one user turn per problem (follow-up templates after the first), each answered."""
+    chat = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for turn, item in enumerate(items):
+        chat += [{"role": "user", "content": instruction(item, rng, follow_up=turn > 0)},
+                 {"role": "assistant", "content": canonical_response(item)}]
+    return chat
+
+
+def wrong_answer(item: MathItem, rng: random.Random, others: Sequence[MathItem] = ()) -> str:
+    """A near miss of an integer answer (± 1, 2, 10 or the sign flipped), else another problem's answer."""
+    try:
+        value = int(item.answer)
+    except ValueError:
+        pool = [o.answer for o in others if o.answer != item.answer]
+        if not pool:
+            raise ValueError(f"cannot make a wrong answer for the non-integer answer {item.answer!r} without "
+                             f"other problems; pass others=")
+        return rng.choice(pool)
+    return str(rng.choice(sorted({value + d for d in (-10, -2, -1, 1, 2, 10)} | {-value} - {value})))
+
+
+@dataclass(frozen=True)
+class PreferenceTriple:
+    """A prompt and responses ranked ``edited > chosen > rejected`` (``edited`` may be None: two responses)."""
+
+    prompt: Chat
+    chosen: str
+    rejected: str
+    edited: str | None = None
+    item: MathItem | None = field(default=None, compare=False, repr=False)
+
+    def ranked(self) -> list[str]:
+        """Responses best first."""
+        return [r for r in (self.edited, self.chosen, self.rejected) if r is not None]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every ``(better, worse)`` pair the ranking implies: 3 for a triple (report §4.1.2), 1 for a pair."""
+        ranked = self.ranked()
+        return [(ranked[i], ranked[j]) for i in range(len(ranked)) for j in range(i + 1, len(ranked))]
+
+
+def synthetic_preference(item: MathItem, rng: random.Random, others: Sequence[MathItem] = (),
+                         edited_prob: float = 1.0) -> PreferenceTriple:
+    """A ranked triple for ``item`` (see the module docstring); ``edited`` kept with probability ``edited_prob``."""
+    prompt = [{"role": "user", "content": instruction(item, rng)}]
+    chosen = rng.choice(SLOPPY).format(a=item.answer)
+    wrong = wrong_answer(item, rng, others)
+    rejected = rng.choice([f"The answer is {wrong}.", rng.choice(SLOPPY).format(a=wrong)])
+    edited = canonical_response(item) if rng.random() < edited_prob else None
+    return PreferenceTriple(prompt, chosen, rejected, edited, item)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Sizes of the splits and of the data built from them; ``task_config`` as ``minillm.eval.math_benchmark``."""
+
+    n_train: int = 256
+    n_dev: int = 64
+    n_test: int = 128
+    tasks: tuple[str, ...] = ("basic_arithmetic",)
+    task_config: dict = field(default_factory=lambda: dict(EASY_ARITHMETIC))
+    dialogue_fraction: float = 0.25        # share of SFT chats that are multi-turn
+    max_turns: int = 3
+    edited_prob: float = 0.5               # share of preference samples with an edited response
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_dev", "n_test", "max_turns"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"DataConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("dialogue_fraction", "edited_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"DataConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not self.tasks:
+            raise ValueError("DataConfig.tasks is empty; name at least one reasoning-gym task, e.g. 'basic_arithmetic'")
+        if self.max_turns < 2 and self.dialogue_fraction > 0:
+            raise ValueError("DataConfig.max_turns must be >= 2 for dialogues; or set dialogue_fraction=0")
+
+
+@dataclass
+class PostData:
+    """The splits (``MathItem`` lists) and what is built from them: SFT chats, train / held-out preferences."""
+
+    train: list[MathItem]
+    dev: list[MathItem]
+    test: list[MathItem]
+    sft_chats: list[Chat]
+    preferences: list[PreferenceTriple]
+    heldout_preferences: list[PreferenceTriple]
+
+
+def build_post_data(cfg: DataConfig = DataConfig(), exclude: set[str] = frozenset()) -> PostData:
+    """Draw the three splits (seeds ``seed``, ``DEV_SEED + seed``, ``HELD_OUT_SEED + seed``; each excludes the
+    questions of the splits before it and ``exclude``, e.g. the pre-training corpus's) and build the data from them.
+    The seeds lie far apart because reasoning-gym draws problem ``i`` from ``seed + i``: seeds 0 and 1 give the same
+    problems shifted by one."""
+    kw = dict(tasks=cfg.tasks, task_config=cfg.task_config)
+    train = math_benchmark(cfg.n_train, seed=cfg.seed, exclude=set(exclude), **kw)
+    seen = set(exclude) | {i.question for i in train}
+    dev = math_benchmark(cfg.n_dev, seed=DEV_SEED + cfg.seed, exclude=seen, **kw)
+    seen |= {i.question for i in dev}
+    test = math_benchmark(cfg.n_test, seed=HELD_OUT_SEED + cfg.seed, exclude=seen, **kw)
+    rng = random.Random(f"post-data:{cfg.seed}")
+    chats = []
+    for i, item in enumerate(train):
+        if rng.random() < cfg.dialogue_fraction:
+            others = rng.sample(train, rng.randint(1, cfg.max_turns - 1))
+            chats.append(dialogue([item, *others], rng))
+        else:
+            chats.append(instruction_chat(item, rng))
+    prefs = [synthetic_preference(item, rng, train, cfg.edited_prob) for item in train]
+    held = [synthetic_preference(item, rng, dev, cfg.edited_prob) for item in dev]
+    return PostData(train, dev, test, chats, prefs, held)
