@@ -1,0 +1,124 @@
+"""Pipeline parallelism: GPipe over 2 and 4 stages with 1, 4 and 8 micro-batches gives one process's loss and
+gradients (fp32, 1e-5); one optimizer step leaves one process's weights; PyTorch's ``ScheduleGPipe`` on the same split
+gives the same gradients as ours; micro-batched pipelined generation gives ``minillm.generate``'s greedy tokens.
+The runs are launched by ``test_parallel_launch.suite``."""
+
+import pytest
+import torch
+
+from minillm import generate
+from minillm.parallel import (PipelineConfig, PipelineInferenceConfig, StageEvent, bubble_fraction, gpipe_bubble,
+                              lm_loss, split_layers)
+from test_parallel_launch import CFG, LR, MICRO, NEW, PROMPT, TOL, reference_batch, reference_model, suite
+
+
+def _reference():
+    model = reference_model()
+    tokens, targets = reference_batch()
+    loss = lm_loss(model(tokens), targets)
+    loss.backward()
+    return loss.item(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def _merged(tensors, world, key):
+    """The gradients of all stages, each parameter from the one stage that holds it."""
+    out = {}
+    for r in range(world):
+        part = tensors[r][key]["grads"]
+        assert not out.keys() & part.keys(), "a parameter lives on two stages"
+        out.update(part)
+    return out
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("micro", MICRO)
+def test_gpipe_gives_the_single_process_loss_and_gradients(world, micro):
+    _, tensors = suite(world)
+    ref_loss, ref = _reference()
+    got = _merged(tensors, world, f"gpipe_{micro}")
+    assert got.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], **TOL, msg=name)
+    assert tensors[world - 1][f"gpipe_{micro}"]["loss"] == pytest.approx(ref_loss, rel=1e-6)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_gpipe_runs_all_forwards_before_all_backwards(world):
+    _, tensors = suite(world)
+    for r in range(world):
+        assert tensors[r]["gpipe_8"]["events"] == [("F", m) for m in range(8)] + [("B", m) for m in range(8)]
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_one_gpipe_optimizer_step_equals_the_single_process_step(world):
+    _, tensors = suite(world)
+    model = reference_model()
+    tokens, targets = reference_batch()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    lm_loss(model(tokens), targets).backward()
+    opt.step()
+    got = {}
+    for r in range(world):
+        got.update(tensors[r]["gpipe_step"])
+    expected = dict(model.named_parameters())
+    assert got.keys() == expected.keys()
+    for name, w in got.items():
+        torch.testing.assert_close(w, expected[name].detach(), **TOL, msg=name)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("micro", [4, 8])
+def test_our_gpipe_matches_torch_schedule_gpipe(world, micro):
+    _, tensors = suite(world)
+    ours = _merged(tensors, world, f"gpipe_{micro}")
+    theirs = _merged(tensors, world, f"torch_gpipe_{micro}")
+    assert ours.keys() == theirs.keys() == dict(reference_model().named_parameters()).keys()
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], **TOL, msg=name)
+    assert tensors[world - 1][f"torch_gpipe_{micro}"]["loss"] == pytest.approx(
+        tensors[world - 1][f"gpipe_{micro}"]["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("micro", [1, 2, 4])
+def test_pipelined_generation_gives_generates_greedy_tokens(world, micro):
+    _, tensors = suite(world)
+    model = reference_model().eval()
+    prompts = reference_batch(4, PROMPT)[0]
+    expected = generate(model, prompts.tolist(), NEW, temperature=0.0)
+    got = tensors[world - 1][f"infer_{micro}"]["tokens"]
+    assert got.tolist() == [list(e) for e in expected]
+    for r in range(world - 1):
+        assert tensors[r][f"infer_{micro}"]["tokens"] is None
+        assert tensors[r][f"infer_{micro}"]["steps"] == [(s, m) for s in range(NEW) for m in range(micro)]
+
+
+def test_layers_split_into_balanced_consecutive_stages():
+    assert split_layers(10, 4) == [range(0, 3), range(3, 6), range(6, 8), range(8, 10)]
+    assert [len(r) for r in split_layers(CFG.n_layers, 4)] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match=r"PipelineConfig.n_stages \(5\) exceeds the model's n_layers \(4\)"):
+        split_layers(4, 5)
+
+
+def test_pipeline_configs_say_what_to_fix():
+    with pytest.raises(ValueError, match="PipelineConfig.n_microbatches"):
+        PipelineConfig(2, 0)
+    with pytest.raises(ValueError, match="use a divisor of 6"):
+        PipelineConfig(2, 4).check_batch(6)
+    with pytest.raises(ValueError, match="PipelineInferenceConfig.max_new_tokens"):
+        PipelineInferenceConfig(1, 0)
+
+
+def _gpipe_events(K: int, M: int, f: float = 1.0, b: float = 2.0) -> list[StageEvent]:
+    """An ideal GPipe timeline, written out slot by slot: F of micro-batch m on stage s in slot s + m, the
+    backward phase mirrored (stage K-1 first)."""
+    events = [StageEvent(s, "F", m, (s + m) * f, (s + m + 1) * f) for s in range(K) for m in range(M)]
+    t = (M + K - 1) * f
+    events += [StageEvent(s, "B", m, t + (K - 1 - s + m) * b, t + (K - s + m) * b) for s in range(K) for m in range(M)]
+    return events
+
+
+@pytest.mark.parametrize("K,M", [(4, 1), (4, 4), (4, 8), (2, 3)])
+def test_measured_bubble_of_an_ideal_timeline_is_the_gpipe_formula(K, M):
+    assert bubble_fraction(_gpipe_events(K, M), K) == pytest.approx(gpipe_bubble(K, M))
+    assert gpipe_bubble(K, M) == pytest.approx((K - 1) / (M + K - 1))
