@@ -54,6 +54,12 @@ def test_splits_are_disjoint_and_the_data_is_what_it_claims(data):
     assert {t.item.question for t in data.heldout_preferences} == questions[1]
 
 
+def test_the_stated_answer_is_graded_not_a_later_number():
+    assert extract_final_answer("The answer is -3. groups is 9.") == "-3"
+    assert extract_final_answer("The answer is 42.") == "42" and extract_final_answer("The answer is 1/2") == "1/2"
+    assert extract_final_answer("if the 0, 0.0 then 7") == "7" and extract_final_answer("no number") == "no number"
+
+
 def test_rejection_sampling_keeps_the_best_sample_by_checker_then_reward(base, tok, data):
     rm = RewardModel(base)
     torch.nn.init.normal_(rm.head.weight)

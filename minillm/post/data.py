@@ -35,7 +35,7 @@ INSTRUCTIONS = ("{q}", "{q} Answer with just the result.", "What is {e}?", "Plea
                 "Compute {e} for me.", "Quick one: {e} = ?")
 FOLLOW_UPS = ("Now this one: {q}", "Thanks! Next: {q}", "And {e}?", "One more. {q}")
 SLOPPY = ("{a}", "{a} i think", "hmm, {a}?", "it is {a} obviously!!", "{a}. next question")
-_ANSWER = re.compile(r"The answer is\s*(-?[\w./]+?)\.?\s*$")
+_ANSWER = re.compile(r"The answer is\s*(-?\d+(?:\.\d+)?(?:/\d+)?)")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 
 
@@ -45,7 +45,9 @@ def canonical_response(item: MathItem) -> str:
 
 
 def extract_final_answer(text: str) -> str:
-    """The answer in a response: after ``"The answer is"`` when present, else its last number, else the text."""
+    """The answer in a response: the number after its *first* ``"The answer is"`` when there is one (a sample that
+    states an answer and then rambles on is graded on what it stated, not on a later number), else its last number,
+    else the text."""
     text = text.strip()
     found = _ANSWER.search(text)
     if found:

@@ -76,7 +76,8 @@ def paired_comparison(before: list[bool], after: list[bool], n_boot: int = 10_00
 
 def evaluate_accuracy(model, tokenizer, items, max_tokens: int = 16, keep_examples: int = 3) -> dict:
     """Greedy answers to ``items`` (``eval_prompt``) checked by reasoning-gym: ``{"acc", "low", "high", "n",
-    "correct", "examples"}`` with the 95% Wilson interval; ``correct``: one bool per item, for paired tests."""
+    "correct", "responses", "examples"}`` with the 95% Wilson interval; ``correct`` and ``responses``: one per item
+    (``correct`` for paired tests)."""
     outs = sample_completions(model, tokenizer, [eval_prompt(i) for i in items], n=1, temperature=0.0,
                               max_tokens=max_tokens)
     right = [score_response(item, cs[0].text) == 1.0 for item, cs in zip(items, outs)]
@@ -84,7 +85,7 @@ def evaluate_accuracy(model, tokenizer, items, max_tokens: int = 16, keep_exampl
     examples = [{"question": i.question, "reference": i.answer, "response": cs[0].text, "correct": r}
                 for i, cs, r in list(zip(items, outs, right))[:keep_examples]]
     return {"acc": sum(right) / len(right), "low": low, "high": high, "n": len(right), "correct": right,
-            "examples": examples}
+            "responses": [cs[0].text for cs in outs], "examples": examples}
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
-"""Rejection sampling: K samples per prompt from the current best policy, keep the best one (report §4.2.1).
+"""Rejection sampling: K samples per prompt from the current best policy, keep the best one (report §4.2.2).
 
 "For each prompt collected during human annotation we sample K (typically between 10 and 30) outputs from the latest
 chat model policy ... and use our reward model to select the best candidate." The winners become SFT data for the
 next round. The samples are drawn through ``minillm.infer.LLMEngine`` with ``SamplingParams(n=K)``: the prompt is
 prefilled once and its KV blocks are shared by the K continuations (copy-on-write), the PagedAttention setting in
-which the report (§4.2.1) more than doubles rejection-sampling throughput.
+which the report (§4.2.2) more than doubles rejection-sampling throughput.
 
 Who picks the best (``RejectionConfig.selector``):
 
