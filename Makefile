@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (Python >= 3.10):
 #   make book   install, execute every notebook, render the HTML book into _build/html
-#   make test   install, run the unit tests and every notebook of _toc.yml (nbval) in fast mode
+#   make test   install, run every notebook of _toc.yml (nbval) and the unit tests in fast mode
 # Switches: FULL=1 make book (longer experiments), TORCH_VERSION=..., PYTHON=python3.12
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -62,7 +62,7 @@ book: install
 	@echo "open _build/html/index.html"
 
 test: install
-	MINILLM_MODE=fast $(PY) -m pytest tests $$($(PY) tests/toc.py) --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+	MINILLM_MODE=fast $(PY) -m pytest $$($(PY) tests/toc.py) tests --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 clean:
 	rm -rf _build .pytest_cache

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toc import ROOT, toc_files, toc_notebooks  # noqa: E402
+from toc import ROOT, executed_copy, toc_files, toc_notebooks  # noqa: E402
 
 pytestmark = pytest.mark.slow
 JB = [str(Path(sys.executable).parent / "jupyter-book"), "build", "-W", "--keep-going"]
@@ -31,11 +32,41 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _reusable(nb_path: Path) -> Path | None:
+    """The copy of ``nb_path`` that nbval executed in fast mode in this test session (``conftest.py``), if its cells
+    are exactly the current notebook's and it uses no widgets (the book must save live widget state); else None."""
+    copy = executed_copy(nb_path)
+    if not copy.is_file():
+        return None
+    current, executed = nbformat.read(nb_path, as_version=4), nbformat.read(copy, as_version=4)
+    if executed.metadata.get("minillm_mode") != "fast" or "import ipywidgets" in "".join(
+            c.source for c in current.cells if c.cell_type == "code"):
+        return None
+    same = [(c.cell_type, c.source) for c in current.cells] == [(c.cell_type, c.source) for c in executed.cells]
+    return copy if same else None
+
+
 @pytest.fixture(scope="module")
 def html() -> Path:
+    """Build the fast-mode book from a copy of the sources in which every chapter nbval already executed is replaced
+    by its executed copy and excluded from execution; the rest is executed by the build."""
     out = ROOT / "_build" / "fast"
-    proc = subprocess.run([*JB, "--path-output", str(out), str(ROOT)], env=_env(), capture_output=True, text=True)
+    src = out / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    shutil.copy(ROOT / "_toc.yml", src / "_toc.yml")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    reused = []
+    for nb_path in toc_notebooks():
+        copy = _reusable(nb_path)
+        if copy is not None:
+            shutil.copy(copy, src / nb_path.relative_to(ROOT))
+            reused.append(f"*{nb_path.stem}*")
+    config["execute"]["exclude_patterns"] = reused
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = subprocess.run([*JB, "--path-output", str(out), str(src)], env=_env(), capture_output=True, text=True)
     assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    print(f"reused {len(reused)} nbval-executed chapters: {reused}")
     return out / "_build" / "html"
 
 

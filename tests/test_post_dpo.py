@@ -16,12 +16,7 @@ PROMPT = [{"role": "system", "content": "Answer with the number."}, {"role": "us
 TRIPLE = PreferenceTriple(PROMPT, chosen="The answer is 7.", rejected="The answer is 8.")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ from minillm.post.data import canonical_response, extract_final_answer
 from minillm.tokenizer import train_bpe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

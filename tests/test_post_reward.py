@@ -17,12 +17,7 @@ PROMPT = [{"role": "user", "content": "What is 3 + 4?"}]
 TRIPLE = PreferenceTriple(PROMPT, chosen="7 i think", rejected="The answer is 8.", edited="The answer is 7.")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

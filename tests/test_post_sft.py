@@ -24,12 +24,7 @@ def tok():
     return train_bpe(texts, vocab_size=300)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                               # tiny models: a second thread only waits (2 shared cores)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def expected_llama3(tok, chat, learn):

@@ -36,3 +36,11 @@ def toc_notebooks(toc_path: Path = ROOT / "_toc.yml") -> list[Path]:
 
 if __name__ == "__main__":
     print(" ".join(str(p.relative_to(ROOT)) for p in toc_notebooks()))
+
+
+EXECUTED = ROOT / "_build" / "nbval"
+
+
+def executed_copy(notebook: Path) -> Path:
+    """Where the copy of ``notebook`` executed by nbval is kept (``conftest.py`` writes it, ``test_book`` reads it)."""
+    return EXECUTED / notebook.resolve().relative_to(ROOT)

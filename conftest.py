@@ -1,0 +1,65 @@
+"""Repository-wide pytest hooks: keep the notebooks that nbval executed, so the book is not executed twice.
+
+``make test`` runs nbval over every chapter, then ``tests/test_book.py`` renders the fast-mode book. Executing each
+chapter twice would double the longest part of the suite, so when every cell of a notebook passes under nbval, the
+notebook is written *with its outputs* to ``_build/nbval/<path>`` (with the run mode in its metadata), and the book
+test renders those copies. ``test_book`` checks that a copy's cells are exactly the current notebook's and executes
+anything it cannot reuse (a notebook changed since, or run alone).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tests"))
+from toc import executed_copy  # noqa: E402
+
+_failed: set[Path] = set()
+
+
+def _notebook_of(item) -> Path | None:
+    if not (hasattr(item, "test_outputs") and hasattr(item, "cell") and hasattr(item.parent, "nb")):
+        return None                                                         # not an nbval cell
+    path = Path(str(item.parent.path)).resolve()
+    return path if ROOT in path.parents else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    path = _notebook_of(item)
+    if path is None:
+        return
+    report = outcome.get_result()
+    if call.when == "setup" and item.cell_num == 0:
+        _failed.discard(path)
+        executed_copy(path).unlink(missing_ok=True)                          # never leave a stale copy behind
+    if report.failed:
+        _failed.add(path)
+    if call.when == "call" and item.test_outputs is not None:
+        item.cell.outputs = [nbformat.from_dict(dict(out)) for out in item.test_outputs]
+        item.cell.execution_count = item.cell_num + 1
+        for out in item.cell.outputs:
+            if out.output_type == "execute_result":
+                out.execution_count = item.cell.execution_count
+
+
+def pytest_runtest_teardown(item, nextitem):
+    path = _notebook_of(item)
+    if path is None or (nextitem is not None and getattr(nextitem, "parent", None) is item.parent):
+        return
+    if path in _failed:
+        return                                                              # a failed notebook is never reused
+    nb = item.parent.nb
+    if any(c.cell_type == "code" and c.get("execution_count") is None for c in nb.cells):
+        return                                                              # not every cell ran (e.g. -k selection)
+    nb.metadata["minillm_mode"] = os.environ.get("MINILLM_MODE", "book")
+    out = executed_copy(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
