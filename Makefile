@@ -62,7 +62,7 @@ book: install
 	@echo "open _build/html/index.html"
 
 test: install
-	MINILLM_MODE=fast $(PY) -m pytest $$($(PY) tests/toc.py) tests --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+	MINILLM_MODE=fast $(PY) -m pytest $$($(PY) tests/toc.py) tests --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --durations=25
 
 clean:
 	rm -rf _build .pytest_cache

@@ -267,3 +267,24 @@ def test_fp8_model_equals_a_model_of_quantize_dequantize_reference_linears():
     tokens = torch.randint(0, 8192, (2, 32))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), reference(tokens), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- accuracy measures
+
+def test_compare_logprobs_gives_perplexity_and_zero_kl_against_itself():
+    from minillm.quant.accuracy import compare_logprobs, next_token_logprobs, perplexity
+
+    torch.manual_seed(0)
+    model = Llama(ModelConfig.tiny()).eval()
+    tokens = torch.randint(0, 8192, (3, 17))
+    logp = next_token_logprobs(model, tokens, batch_size=2)
+    assert logp.shape == (3, 16, 8192)
+    same = compare_logprobs(logp, tokens, logp)
+    assert same["ppl"] == pytest.approx(perplexity(model, tokens), rel=1e-5)
+    assert same["kl"] == pytest.approx(0.0, abs=1e-9) and same["top1_agree"] == 1.0
+    quantize_model(model, "fp8_rowwise", skip_first_last=False, include_attention=True)
+    moved = compare_logprobs(next_token_logprobs(model, tokens), tokens, logp)
+    ref = torch.distributions.Categorical(logits=logp)
+    new = torch.distributions.Categorical(logits=next_token_logprobs(model, tokens))
+    assert moved["kl"] == pytest.approx(float(torch.distributions.kl_divergence(ref, new).mean()), rel=2e-3)
+    assert moved["kl"] > 0 and 0 <= moved["top1_agree"] <= 1
