@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.post.data import PreferenceTriple
-from minillm.post.sft import optimizer_and_schedule, response_example
-from minillm.train.optim import clip_gradients
+from minillm.post.sft import optimizer_and_schedule, optimizer_step, response_example, shuffled_cycle
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
@@ -137,24 +136,15 @@ def train_dpo(policy: nn.Module, tokenizer, triples: Sequence[PreferenceTriple],
     device = next(policy.parameters()).device
     optimizer, schedule = optimizer_and_schedule(policy, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr,
                                                  cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
+    sampler = shuffled_cycle(len(pairs), torch.Generator().manual_seed(cfg.seed))
     history = []
     policy.train()
     for step in range(cfg.steps):
-        picked = []
-        while len(picked) < cfg.pairs_per_step:
-            if not order:
-                order = torch.randperm(len(pairs), generator=generator).tolist()
-            picked.append(pairs[order.pop()])
+        picked = [pairs[next(sampler)] for _ in range(cfg.pairs_per_step)]
         batch = preference_batch(tokenizer, picked, cfg.train_on_special, device)
         loss, metrics = dpo_objective(policy, reference, batch, cfg)
         loss.backward()
-        metrics["grad_norm"] = clip_gradients(policy, 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr(step)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        metrics["grad_norm"] = optimizer_step(policy, optimizer, schedule.lr(step), 1.0)
         history.append({"step": step + 1, **metrics})
     policy.eval()
     return history

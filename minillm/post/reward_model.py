@@ -26,8 +26,7 @@ from torch import nn
 
 from minillm.model.attention import causal_mask
 from minillm.post.data import PreferenceTriple
-from minillm.post.sft import optimizer_and_schedule, response_example
-from minillm.train.optim import clip_gradients
+from minillm.post.sft import optimizer_and_schedule, optimizer_step, response_example, shuffled_cycle
 
 
 class RewardModel(nn.Module):
@@ -204,26 +203,20 @@ def train_reward_model(base: nn.Module, tokenizer, triples: Sequence[PreferenceT
     optimizer, schedule = optimizer_and_schedule(rm, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr,
                                                  cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = shuffled_cycle(len(encoded), generator)          # shares the generator with the response shuffles
     device = rm.head.weight.device
-    order: list[int] = []
     history = []
     rm.train()
     for step in range(cfg.steps):
         rows = []
-        while len(rows) < cfg.triples_per_step:
-            if not order:
-                order = torch.randperm(len(encoded), generator=generator).tolist()
-            prompt_ids, ranked = encoded[order.pop()]
+        for _ in range(cfg.triples_per_step):
+            prompt_ids, ranked = encoded[next(sampler)]
             rows.append(ranked_row(prompt_ids, ranked, generator))
         batch = {k: v.to(device) for k, v in collate_rows(rows, tokenizer.eos_id).items()}
         rewards = rm(batch["tokens"], batch["ends"], batch["positions"], batch["mask"])   # (B, K)
         loss, acc = ranked_pair_loss(rewards, batch["ranks"], cfg.margin)
         loss.backward()
-        grad_norm = clip_gradients(rm, 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr(step)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(rm, optimizer, schedule.lr(step), 1.0)
         history.append({"step": step + 1, "loss": loss.item(), "pair_acc": float(acc), "grad_norm": grad_norm})
     return rm.eval(), history
 

@@ -25,7 +25,7 @@ from torch import nn
 from minillm.post.data import Chat
 from minillm.post.dpo import frozen_copy, sequence_logps
 from minillm.post.rejection_sampling import sample_completions
-from minillm.post.sft import optimizer_and_schedule
+from minillm.post.sft import optimizer_and_schedule, shuffled_cycle
 from minillm.train.optim import clip_gradients
 
 
@@ -124,15 +124,10 @@ def train_rloo(policy: nn.Module, tokenizer, prompts: Sequence[Chat], reward_fn:
         raise ValueError("train_rloo got no prompts")
     reference = frozen_copy(policy) if reference is None else reference
     optimizer, schedule = optimizer_and_schedule(policy, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
+    sampler = shuffled_cycle(len(prompts), torch.Generator().manual_seed(cfg.seed))
     history = []
     for step in range(cfg.steps):
-        picked = []
-        while len(picked) < cfg.prompts_per_step:
-            if not order:
-                order = torch.randperm(len(prompts), generator=generator).tolist()
-            picked.append(order.pop())
+        picked = [next(sampler) for _ in range(cfg.prompts_per_step)]
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr(step)
         row = rloo_step(policy, reference, optimizer, tokenizer, [prompts[i] for i in picked],

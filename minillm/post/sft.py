@@ -21,7 +21,7 @@ attends to its neighbours (``minillm.Llama(tokens, doc_ids=...)``, as in pre-tra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -143,6 +143,25 @@ def optimizer_and_schedule(model: nn.Module, steps: int, lr: float, warmup_steps
     return make_optimizer(model, OptimConfig(weight_decay=weight_decay)), LRSchedule(lr, warmup_steps, steps, final_lr)
 
 
+def shuffled_cycle(n: int, generator: torch.Generator) -> Iterator[int]:
+    """Indices ``0 … n-1`` forever, each pass in a fresh order drawn from ``generator`` (drawn when the last pass is
+    used up, so runs with the same seed take the same examples in the same order)."""
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        while order:
+            yield order.pop()
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float | None) -> float:
+    """Clip the gradient norm, set the learning rate, step, clear the gradients; return the norm before clipping."""
+    grad_norm = clip_gradients(model, grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 @dataclass(frozen=True)
 class SFTConfig:
     """Fine-tuning run. The report (§4.1.3) uses lr 1e-5 for 8.5K-9K steps on the 405B model; a tiny model from
@@ -180,24 +199,15 @@ def train_sft(model: nn.Module, tokenizer, chats: Sequence[Sequence[dict]], cfg:
     device = next(model.parameters()).device
     optimizer, schedule = optimizer_and_schedule(model, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr,
                                                  cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
+    sampler = shuffled_cycle(len(examples), torch.Generator().manual_seed(cfg.seed))
     history = []
     model.train()
     for step in range(cfg.steps):
-        picked = []
-        while len(picked) < cfg.examples_per_step:
-            if not order:
-                order = torch.randperm(len(examples), generator=generator).tolist()
-            picked.append(examples[order.pop()])
+        picked = [examples[next(sampler)] for _ in range(cfg.examples_per_step)]
         batch = pack_examples(picked, cfg.seq_len, tokenizer.eos_id).to(device)
         loss = sft_loss(model, batch, cfg.use_doc_mask)
         loss.backward()
-        grad_norm = clip_gradients(model, cfg.grad_clip)
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr(step)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(model, optimizer, schedule.lr(step), cfg.grad_clip)
         history.append({"step": step + 1, "loss": loss.item(), "grad_norm": grad_norm, "lr": schedule.lr(step),
                         "rows": batch.tokens.shape[0], "targets": batch.n_targets})
     model.eval()
