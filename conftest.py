@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -21,6 +22,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from toc import executed_copy  # noqa: E402
 
 _failed: set[Path] = set()
+SESSION = f"{os.getpid()}-{time.time_ns()}"             # copies from an earlier pytest run are never reused
+
+
+def pytest_configure(config):
+    os.environ["MINILLM_PYTEST_SESSION"] = SESSION
 
 
 def _notebook_of(item) -> Path | None:
@@ -60,6 +66,7 @@ def pytest_runtest_teardown(item, nextitem):
     if any(c.cell_type == "code" and c.get("execution_count") is None for c in nb.cells):
         return                                                              # not every cell ran (e.g. -k selection)
     nb.metadata["minillm_mode"] = os.environ.get("MINILLM_MODE", "book")
+    nb.metadata["minillm_session"] = SESSION
     out = executed_copy(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)

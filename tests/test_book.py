@@ -39,6 +39,8 @@ def _reusable(nb_path: Path) -> Path | None:
     if not copy.is_file():
         return None
     current, executed = nbformat.read(nb_path, as_version=4), nbformat.read(copy, as_version=4)
+    if executed.metadata.get("minillm_session") != os.environ.get("MINILLM_PYTEST_SESSION"):
+        return None                                                         # executed by an earlier pytest run
     if executed.metadata.get("minillm_mode") != "fast" or "import ipywidgets" in "".join(
             c.source for c in current.cells if c.cell_type == "code"):
         return None
