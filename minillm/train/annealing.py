@@ -131,7 +131,7 @@ def annealed_model(mode="fast", root=None, progress: bool = True):
     from minillm.data.corpus import curated_corpus, load_corpus
     from minillm.model.load import load_pretrained, save_pretrained
     from minillm.tokenizer import book_tokenizer
-    from minillm.train.pretrain import (_finite, base_model_folder, base_model_spec, benchmark_suite,
+    from minillm.train.pretrain import (_jsonable, base_model_folder, base_model_spec, benchmark_suite,
                                           evaluate_base, split_corpus)
 
     base = base_model_spec(mode)
@@ -151,7 +151,7 @@ def annealed_model(mode="fast", root=None, progress: bool = True):
 
         averaged, metrics = anneal(model, tokenizer, train_docs, spec, evaluate_fn, progress=progress)
         save_pretrained(averaged, tokenizer, out)
-        (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=1))
+        (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
 
     result = build_or_load("annealed_model", recipe, build, root=root)
     model, _ = load_pretrained(result)

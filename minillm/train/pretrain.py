@@ -19,7 +19,6 @@ train and held-out (``minillm.eval.split_documents``, 5%). Trained on the train 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from minillm.model import Llama
 from minillm.train.evaluate import evaluate
 from minillm.train.packing import PackedData, pack_texts
 from minillm.train.schedules import BatchRamp, LRSchedule
-from minillm.train.trainer import TrainConfig, Trainer
+from minillm.train.trainer import TrainConfig, Trainer, _jsonable
 
 VERSION = 2  # 2: fast spec retuned (batch 8, 600 steps): 200 steps of 16 stayed at the unigram plateau
 EASY_ARITHMETIC = {"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}}
@@ -183,8 +182,8 @@ def base_model_folder(mode: RunMode | str = "fast", root=None, progress: bool = 
     def build(out: Path) -> None:
         model, metrics, history = train_base(spec, tokenizer, load_corpus(corpus), progress)
         save_pretrained(model, tokenizer, out)
-        (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=1))
-        (out / "history.json").write_text(json.dumps(_finite(history)))
+        (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+        (out / "history.json").write_text(json.dumps(_jsonable(history)))
 
     return build_or_load("base_model", recipe, build, root=root)
 
@@ -197,14 +196,3 @@ def base_model(mode: RunMode | str = "fast", root=None, progress: bool = True, s
     folder = base_model_folder(mode, root, progress, spec)
     model, _ = load_pretrained(folder)
     return model, book_tokenizer(root=root), json.loads((folder / "metrics.json").read_text())
-
-
-def _finite(value):
-    """Non-finite floats → None, so the JSON is strict."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
