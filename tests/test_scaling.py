@@ -152,6 +152,12 @@ def test_two_stage_forecast_predicts_a_world_that_follows_both_laws():
 def test_sweep_spec_rejects_a_budget_with_too_few_widths():
     with pytest.raises(ValueError, match=">= 3 distinct widths"):
         SweepSpec(grid=((1e9, (8, 16)), (1e10, (8, 16, 24))))
+    with pytest.raises(ValueError, match="batch_sizes needs one batch >= 1 per budget"):
+        SweepSpec(grid=((1e9, (8, 12, 16)), (1e10, (8, 12, 16))), batch_sizes=(4,))
+    spec = SweepSpec(grid=((1e9, (8, 12, 16)), (1e10, (8, 12, 16))), batch_sizes=(4, 16))
+    assert (spec.batch_for(1e9), spec.batch_for(1e10)) == (4, 16)
+    with pytest.raises(ValueError, match="not in SweepSpec.grid"):
+        spec.batch_for(3e9)
     cfg = ladder_config(48, 1024, 64)
     assert (cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_dim) == (48, 1, 3, 1, 128)
 
@@ -180,6 +186,7 @@ def test_a_micro_sweep_run_spends_its_budget_and_learns():
     cfg = ladder_config(16, 257, 32)
     per_step = cfg.flops_per_token(32) * 4 * 32
     assert abs(row["compute"] - 1.2e8) <= per_step / 2                       # the budget, to the nearest step
+    assert row["batch"] == 4 and row["tokens"] == row["steps"] * 4 * 32
     assert row["compute"] / row["compute_6nd"] == pytest.approx(cfg.flops_per_token(32) / (6 * row["params"]))
     assert row["loss"] < row["first_loss"] - 1.0                            # it learned the repeated sentence
     assert set(state) == set(torch.nn.Module.state_dict(__import__("minillm").Llama(cfg)))

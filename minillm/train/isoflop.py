@@ -2,11 +2,15 @@
 book's ``Trainer`` (report §3.2.1; seed 2.3). Results are cached through ``minillm.artifacts.build_or_load``.
 
 The report trained models "ranging in size between 40M and 16B parameters" at budgets from 6·10¹⁸ to 10²² FLOPs,
-with a cosine schedule, a fixed batch per budget, and evaluated each on held-out data. Ours do the same at
-10⁹ to 10¹² FLOPs, 10⁴ to 10⁵ weights, on the curated corpus of the run mode:
+with a cosine schedule, "a fixed batch size for each compute scale", and evaluated each on held-out data. Ours do
+the same at 10¹⁰ to 10¹² FLOPs, 10⁴ to 10⁵ weights, on the curated corpus:
 
 - the **size ladder** is one knob, the width ``d`` (depth ``max(1, d // 32)``, heads of 16 dimensions, half as many
   KV heads, SwiGLU of ``8d/3``); each budget names the widths it trains, around where its optimum is expected;
+- the **batch** grows with the budget (256 tokens at 10¹⁰ FLOPs, doubling per ~3× compute): every run then takes
+  hundreds to a few thousand optimizer steps. With one batch for all budgets, the small budgets' larger models
+  got too few steps to converge and every IsoFLOP minimum sat at the smallest width (the loss was step-limited,
+  not size- or data-limited);
 - the **tokenizer** is the book's BPE recipe (``book_tokenizer``) at a smaller vocabulary (1,024 by default). The
   tied embedding is most of the weights at this scale whatever the vocabulary, but with 8,192 rows the smallest
   model would be 8× larger and every token would pay for an 8,192-way softmax, putting the sizes where affordable
@@ -37,7 +41,7 @@ from minillm.train.scaling import six_nd, tokens_for_budget
 from minillm.train.schedules import BatchRamp, LRSchedule
 from minillm.train.trainer import TrainConfig, Trainer
 
-VERSION = 2  # 2: run ids name the budget with 2 significant digits
+VERSION = 3  # 2: run ids name the budget with 2 significant digits; 3: a batch per budget
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class SweepSpec:
     grid: tuple[tuple[float, tuple[int, ...]], ...]
     vocab_size: int = 1024
     seq_len: int = 64
-    batch_size: int = 8                    # sequences per step (constant: 512 tokens at seq_len 64)
+    batch_size: int = 8                    # sequences per step at every budget, unless batch_sizes is given
+    batch_sizes: tuple[int, ...] | None = None   # sequences per step at each budget of grid (the report: one per scale)
     peak_lr: float = 5e-3
     warmup_fraction: float = 0.05
     final_lr_fraction: float = 0.1         # cosine to 10% of the peak, as the report's scaling runs
@@ -66,12 +71,26 @@ class SweepSpec:
                                  f"for its parabola, got {widths}")
             if any(w < 2 or w % 2 for w in widths):
                 raise ValueError(f"SweepSpec.grid: widths must be even and >= 2 (RoPE rotates pairs), got {widths}")
+        if self.batch_sizes is not None and (len(self.batch_sizes) != len(self.grid) or min(self.batch_sizes) < 1):
+            raise ValueError(f"SweepSpec.batch_sizes needs one batch >= 1 per budget of grid ({len(self.grid)}), "
+                             f"got {self.batch_sizes}")
+        if self.batch_size < 1:
+            raise ValueError(f"SweepSpec.batch_size must be >= 1, got {self.batch_size}")
         if not 0 < self.held_out_fraction < 1:
             raise ValueError(f"SweepSpec.held_out_fraction must lie in (0, 1), got {self.held_out_fraction}")
 
     @property
     def budgets(self) -> list[float]:
         return [b for b, _ in self.grid]
+
+    def batch_for(self, budget: float) -> int:
+        """Sequences per optimizer step for the runs at ``budget``."""
+        if self.batch_sizes is None:
+            return self.batch_size
+        for (b, _), size in zip(self.grid, self.batch_sizes):
+            if b == budget:
+                return size
+        raise ValueError(f"budget {budget:.3g} is not in SweepSpec.grid {self.budgets}")
 
     def schedule(self, steps: int) -> LRSchedule:
         warmup = max(1, round(self.warmup_fraction * steps))
@@ -90,15 +109,19 @@ def ladder_config(width: int, vocab_size: int, seq_len: int) -> ModelConfig:
 
 
 def sweep_spec(mode: RunMode | str) -> SweepSpec:
-    """Fast: 3 budgets × 4 widths, 2·10⁹ to 1.2·10¹⁰ FLOPs (~1.8M tokens in all, a few minutes on 2 cores).
-    Book: 4 budgets × 5 widths over 1.5 decades, 3·10⁹ to 10¹¹ (~11M tokens). Full: a fifth budget, 3·10¹¹ (~26M)."""
+    """Fast: 3 budgets × 4 widths over one decade, 10¹⁰ to 10¹¹ FLOPs, batches of 4, 8 and 16 sequences (~12K
+    steps in all, a few minutes on 2 cores). Book: 5 widths per budget and a fourth budget, 3·10¹¹. Full: a fifth,
+    10¹². The widths of each budget bracket its optimum (trial runs put it near 8K weights at 10¹⁰
+    FLOPs and near 14K at 10¹¹)."""
     mode = RunMode(mode) if isinstance(mode, str) else mode
-    small = (4, 6, 8, 12, 16)
-    book = ((3e9, small), (1e10, small), (3e10, small), (1e11, (6, 8, 12, 16, 24)))
+    book = ((1e10, (4, 6, 8, 12, 16)), (3e10, (4, 6, 8, 12, 16)), (1e11, (6, 8, 12, 16, 24)),
+            (3e11, (8, 12, 16, 24, 32)))
     return mode.pick(
-        fast=SweepSpec(grid=((2e9, (4, 6, 8, 12)), (5e9, (4, 6, 8, 12)), (1.2e10, (4, 6, 8, 12)))),
-        book=SweepSpec(grid=book, n_cloze=300),
-        full=SweepSpec(grid=(*book, (3e11, (8, 12, 16, 24, 32))), n_cloze=300, eval_batches=None))
+        fast=SweepSpec(grid=((1e10, (4, 6, 8, 12)), (3e10, (4, 6, 8, 12)), (1e11, (8, 12, 16, 24))),
+                       batch_sizes=(4, 8, 16)),
+        book=SweepSpec(grid=book, batch_sizes=(4, 8, 16, 32), n_cloze=300),
+        full=SweepSpec(grid=(*book, (1e12, (12, 16, 24, 32, 48))), batch_sizes=(4, 8, 16, 32, 64), n_cloze=300,
+                       eval_batches=None))
 
 
 def train_run(width: int, budget: float, spec: SweepSpec, train, val, items, tokenizer, progress: bool = False) -> tuple[dict, dict]:
@@ -107,12 +130,13 @@ def train_run(width: int, budget: float, spec: SweepSpec, train, val, items, tok
     from minillm.eval import score_choices
 
     cfg = ladder_config(width, spec.vocab_size, spec.seq_len)
-    tokens_per_step = spec.batch_size * spec.seq_len
+    batch = spec.batch_for(budget)
+    tokens_per_step = batch * spec.seq_len
     steps = max(spec.min_steps, round(tokens_for_budget(cfg, budget, spec.seq_len) / tokens_per_step))
     torch.manual_seed(spec.seed)
     model = Llama(cfg)
-    tcfg = TrainConfig(steps=steps, schedule=spec.schedule(steps), batch=BatchRamp.constant(spec.batch_size, spec.seq_len),
-                       micro_batch_size=spec.batch_size, progress=progress)
+    tcfg = TrainConfig(steps=steps, schedule=spec.schedule(steps), batch=BatchRamp.constant(batch, spec.seq_len),
+                       micro_batch_size=batch, progress=progress)
     start = time.perf_counter()
     trainer = Trainer(model, tcfg, train)
     trainer.fit()
@@ -121,7 +145,7 @@ def train_run(width: int, budget: float, spec: SweepSpec, train, val, items, tok
     bench = score_choices(model, tokenizer, items)
     tokens = trainer.tokens_seen
     row = dict(budget=budget, width=width, n_layers=cfg.n_layers, params=cfg.num_params(include_embedding=False),
-               params_total=cfg.num_params(), tokens=tokens, steps=steps,
+               params_total=cfg.num_params(), tokens=tokens, steps=steps, batch=batch,
                compute=cfg.flops_per_token(spec.seq_len) * tokens, compute_6nd=six_nd(cfg, tokens),
                loss=val_metrics["loss"], bpb=val_metrics["bpb"], acc=bench["acc"], acc_norm=bench["acc_norm"],
                nll_per_byte=bench["nll_per_byte"], n_items=bench["n"], first_loss=trainer.history[0]["loss"],
