@@ -61,8 +61,24 @@ book: install
 	MINILLM_MODE=$(MODE) $(BIN)/jupyter-book build -W --keep-going .
 	@echo "open _build/html/index.html"
 
+# Three pytest runs share one session id (conftest.py), one torch thread each:
+#   1. the notebooks of _toc.yml under nbval, in book order (later chapters load earlier chapters' artifacts), and
+#   2. the unit tests (tests/), side by side with 1 on the second core: most steps of these tiny models are
+#      Python-bound, so two processes finish sooner than one with two threads; 1's log is printed when it ends;
+#   3. the fast-mode book build (tests/test_book.py), which renders the notebooks 1 executed.
+NB_LOG := _build/test-notebooks.log
+PYTEST_FLAGS := -p no:cacheprovider --durations=15
 test: install
-	MINILLM_MODE=fast $(PY) -m pytest $$($(PY) tests/toc.py) tests --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --durations=25
+	@mkdir -p _build
+	@export MINILLM_MODE=fast OMP_NUM_THREADS=1 MINILLM_PYTEST_SESSION="make-$$$$-$$(date +%s%N)"; \
+	echo "notebooks: pytest --nbval-lax $$($(PY) tests/toc.py) (log: $(NB_LOG), printed when done)"; \
+	$(PY) -m pytest $$($(PY) tests/toc.py) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
+	  $(PYTEST_FLAGS) > $(NB_LOG) 2>&1 & nb=$$!; \
+	$(PY) -m pytest tests --ignore=tests/test_book.py $(PYTEST_FLAGS); unit=$$?; \
+	wait $$nb; notebooks=$$?; cat $(NB_LOG); \
+	$(PY) -m pytest tests/test_book.py $(PYTEST_FLAGS); book=$$?; \
+	echo "make test: unit tests exit $$unit, notebooks exit $$notebooks, book build exit $$book"; \
+	[ $$unit -eq 0 ] && [ $$notebooks -eq 0 ] && [ $$book -eq 0 ]
 
 clean:
 	rm -rf _build .pytest_cache

@@ -22,7 +22,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from toc import executed_copy  # noqa: E402
 
 _failed: set[Path] = set()
-SESSION = f"{os.getpid()}-{time.time_ns()}"             # copies from an earlier pytest run are never reused
+# copies from an earlier test run are never reused. ``make test`` runs the notebooks, the unit tests and the book
+# build as separate pytest processes and names one session for all three in the environment.
+SESSION = os.environ.get("MINILLM_PYTEST_SESSION") or f"{os.getpid()}-{time.time_ns()}"
 
 
 def pytest_configure(config):

@@ -127,3 +127,19 @@ def test_cli_build_fast_passes_the_fast_sizes_and_prints_the_table(run, monkeypa
     assert calls["crawl"].clean_pages == 2000 and calls["pipeline"].workers == 2
     printed = capsys.readouterr().out
     assert "minhash" in printed and "mix" in printed and "multilingual 0.00 (report 0.08)" in printed
+
+
+def test_a_stored_run_is_the_artifact_a_fresh_build_makes(tmp_path):
+    from minillm.data import build_corpus, store_corpus
+    crawl_cfg = CrawlConfig(seed=3, clean_pages=60, python_docs_pages=0, sources=("news", "python_code"))
+    pipeline_cfg = PipelineConfig(seed=3, workers=1, shard_size=100, quality_per_class=10, domain_per_source=10,
+                                  classifier=FastTextConfig(epochs=2))
+    pages = build_crawl(crawl_cfg)
+    stored = store_corpus(crawl_cfg, pipeline_cfg, pages, run_pipeline(pages.pages, pipeline_cfg, progress=False),
+                          root=tmp_path)
+    fresh = tmp_path / "fresh"
+    build_corpus(fresh, crawl_cfg, pipeline_cfg, progress=False)
+    for name in ("corpus.jsonl", "truth.json"):
+        assert (stored / name).read_bytes() == (fresh / name).read_bytes()
+    report = json.loads((stored / "report.json").read_text())
+    assert report["evaluation"] == json.loads((fresh / "report.json").read_text())["evaluation"]

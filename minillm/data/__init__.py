@@ -4,7 +4,7 @@ classifiers, data mix, annealing set), each scored against the planted truth."""
 
 from minillm.data.annealing import select_annealing
 from minillm.data.classifier import FastText, FastTextConfig, train_fasttext
-from minillm.data.corpus import build_corpus, curated_corpus, load_corpus
+from minillm.data.corpus import build_corpus, curated_corpus, load_corpus, store_corpus
 from minillm.data.crawl import Crawl, CrawlConfig, CrawlTruth, Page, build_crawl
 from minillm.data.evaluate import evaluate
 from minillm.data.extract import extract, extract_page, strip_markdown
@@ -35,5 +35,5 @@ __all__ = [
     "line_dedup", "DIRTY_WORDS", "HeuristicConfig", "TokenDistribution", "dirty_word_ratio", "dup_ngram_ratio",
     "find_pii", "redact_pii", "FastText", "FastTextConfig", "train_fasttext", "train_quality_classifier",
     "train_domain_classifier", "REPORT_MIX", "mix_weights", "select_annealing",
-    "PipelineConfig", "CurationResult", "run_pipeline", "evaluate", "build_corpus", "curated_corpus", "load_corpus",
+    "PipelineConfig", "CurationResult", "run_pipeline", "evaluate", "build_corpus", "curated_corpus", "load_corpus", "store_corpus",
 ]

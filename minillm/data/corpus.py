@@ -9,7 +9,8 @@
 - ``truth.json``: the planted ground truth.
 
 ``curated_corpus(mode)`` does the same through ``minillm.artifacts.build_or_load``, so later chapters (the tokenizer,
-the models) load the cached folder or rebuild it deterministically.
+the models) load the cached folder or rebuild it deterministically. ``store_corpus`` caches a run already at hand
+(chapter 1 runs the pipeline to show it, and stores that run instead of leaving a second one to chapter 2 or 3).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from minillm.artifacts import build_or_load
-from minillm.data.crawl import CrawlConfig, build_crawl
+from minillm.data.crawl import Crawl, CrawlConfig, build_crawl
 from minillm.data.evaluate import evaluate
-from minillm.data.pipeline import PipelineConfig, run_pipeline
+from minillm.data.pipeline import CurationResult, PipelineConfig, run_pipeline
 from minillm.data.sources import source_versions
 from minillm.device import RunMode
 
@@ -39,10 +40,15 @@ def crawl_config(mode: RunMode | str, seed: int = 0) -> CrawlConfig:
 def build_corpus(out_dir: str | os.PathLike, crawl: CrawlConfig = CrawlConfig(),
                  pipeline: PipelineConfig = PipelineConfig(), progress: bool = True) -> dict:
     """Build the crawl, curate it, write the files listed above into ``out_dir``; return the report."""
+    pages = build_crawl(crawl)
+    return write_corpus(out_dir, pages, run_pipeline(pages.pages, pipeline, progress=progress), crawl, pipeline)
+
+
+def write_corpus(out_dir: str | os.PathLike, pages: Crawl, result: CurationResult, crawl: CrawlConfig,
+                 pipeline: PipelineConfig) -> dict:
+    """Write the files listed above for ``result = run_pipeline(pages.pages, pipeline)``, ``pages = build_crawl(crawl)``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pages = build_crawl(crawl)
-    result = run_pipeline(pages.pages, pipeline, progress=progress)
     evaluation = evaluate(result, pages.truth, pipeline.minhash_threshold, pipeline.ngram)
     with open(out / "corpus.jsonl", "w", encoding="utf-8") as handle:
         for doc in result.docs:
@@ -67,6 +73,16 @@ def curated_corpus(mode: RunMode | str = "fast", seed: int = 0, workers: int = 1
     crawl, pipeline = crawl_config(mode, seed), PipelineConfig(seed=seed, workers=workers)
     return build_or_load("corpus", corpus_recipe(crawl, pipeline),
                          lambda out: build_corpus(out, crawl, pipeline, progress), root=root)
+
+
+def store_corpus(crawl: CrawlConfig, pipeline: PipelineConfig, pages: Crawl, result: CurationResult,
+                 root=None) -> Path:
+    """Cache a pipeline run already computed, ``pages = build_crawl(crawl)`` and ``result = run_pipeline(pages.pages,
+    pipeline)``, as the corpus artifact of those two configs (the key is computed from them, so a run with other
+    settings is stored under another key and never stands in for ``curated_corpus(mode)``). A folder already cached
+    is kept as it is."""
+    return build_or_load("corpus", corpus_recipe(crawl, pipeline),
+                         lambda out: write_corpus(out, pages, result, crawl, pipeline), root=root)
 
 
 def load_corpus(folder: str | os.PathLike) -> list[dict]:
