@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (Python >= 3.10):
 #   make book   install, execute every notebook, render the HTML book into _build/html
-#   make test   install, run every notebook of _toc.yml (nbval) and the unit tests in fast mode
+#   make test   install, run every notebook of _toc.yml (nbval) and the unit tests in fast mode, in two lanes
 # Switches: FULL=1 make book (longer experiments), TORCH_VERSION=..., PYTHON=python3.12
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -61,24 +61,25 @@ book: install
 	MINILLM_MODE=$(MODE) $(BIN)/jupyter-book build -W --keep-going .
 	@echo "open _build/html/index.html"
 
-# Three pytest runs share one session id (conftest.py), one torch thread each:
-#   1. the notebooks of _toc.yml under nbval, in book order (later chapters load earlier chapters' artifacts), and
-#   2. the unit tests (tests/), side by side with 1 on the second core: most steps of these tiny models are
-#      Python-bound, so two processes finish sooner than one with two threads; 1's log is printed when it ends;
-#   3. the fast-mode book build (tests/test_book.py), which renders the notebooks 1 executed.
-NB_LOG := _build/test-notebooks.log
+# The pytest runs share one session id (conftest.py) and one torch thread each (most steps of the book's tiny
+# models are Python-bound, so two one-thread processes use 2 cores better than one two-thread process):
+#   lane 1: chapters under nbval, in book order (log printed when done);
+#   lane 2, beside it: the unit tests (tests/), then the other chapters (tests/toc.py says which, and why);
+#   then the fast-mode book build (tests/test_book.py), which renders the notebooks the lanes executed.
+NB_LOG := _build/test-notebooks-lane1.log
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 PYTEST_FLAGS := -p no:cacheprovider --durations=15
 test: install
 	@mkdir -p _build
 	@export MINILLM_MODE=fast OMP_NUM_THREADS=1 MINILLM_PYTEST_SESSION="make-$$$$-$$(date +%s%N)"; \
-	echo "notebooks: pytest --nbval-lax $$($(PY) tests/toc.py) (log: $(NB_LOG), printed when done)"; \
-	$(PY) -m pytest $$($(PY) tests/toc.py) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
-	  $(PYTEST_FLAGS) > $(NB_LOG) 2>&1 & nb=$$!; \
+	echo "lane 1: pytest $(NBVAL) $$($(PY) tests/toc.py --lane 1) (log: $(NB_LOG), printed when done)"; \
+	$(PY) -m pytest $$($(PY) tests/toc.py --lane 1) $(NBVAL) $(PYTEST_FLAGS) > $(NB_LOG) 2>&1 & lane1=$$!; \
 	$(PY) -m pytest tests --ignore=tests/test_book.py $(PYTEST_FLAGS); unit=$$?; \
-	wait $$nb; notebooks=$$?; cat $(NB_LOG); \
+	$(PY) -m pytest $$($(PY) tests/toc.py --lane 2) $(NBVAL) $(PYTEST_FLAGS); lane2=$$?; \
+	wait $$lane1; notebooks=$$?; cat $(NB_LOG); \
 	$(PY) -m pytest tests/test_book.py $(PYTEST_FLAGS); book=$$?; \
-	echo "make test: unit tests exit $$unit, notebooks exit $$notebooks, book build exit $$book"; \
-	[ $$unit -eq 0 ] && [ $$notebooks -eq 0 ] && [ $$book -eq 0 ]
+	echo "make test: unit tests exit $$unit, chapters exit $$notebooks (lane 1) and $$lane2 (lane 2), book build exit $$book"; \
+	[ $$unit -eq 0 ] && [ $$notebooks -eq 0 ] && [ $$lane2 -eq 0 ] && [ $$book -eq 0 ]
 
 clean:
 	rm -rf _build .pytest_cache
