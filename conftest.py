@@ -3,8 +3,8 @@
 ``make test`` runs nbval over every chapter (in two processes), then ``tests/test_book.py`` renders the fast-mode
 book. Executing each chapter twice would double the longest part of the suite, so when every cell of a notebook
 passes under nbval, the notebook is written *with its outputs* to ``_build/nbval/<path>`` (with the run mode in its
-metadata), and the book test renders those copies. ``test_book`` checks that a copy's cells are exactly the current notebook's and executes
-anything it cannot reuse (a notebook changed since, or run alone).
+metadata), and the book test renders those copies. ``test_book`` checks that a copy's cells are exactly the current
+notebook's and executes anything it cannot reuse (a notebook changed since, or run alone).
 """
 
 from __future__ import annotations
