@@ -46,7 +46,8 @@ def build_corpus(out_dir: str | os.PathLike, crawl: CrawlConfig = CrawlConfig(),
 
 def write_corpus(out_dir: str | os.PathLike, pages: Crawl, result: CurationResult, crawl: CrawlConfig,
                  pipeline: PipelineConfig) -> dict:
-    """Write the files listed above for ``result = run_pipeline(pages.pages, pipeline)``, ``pages = build_crawl(crawl)``."""
+    """Write the files listed above for ``result = run_pipeline(pages.pages, pipeline)`` with
+    ``pages = build_crawl(crawl)``; return the report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     evaluation = evaluate(result, pages.truth, pipeline.minhash_threshold, pipeline.ngram)

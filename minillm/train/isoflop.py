@@ -124,7 +124,8 @@ def sweep_spec(mode: RunMode | str) -> SweepSpec:
                        eval_batches=None))
 
 
-def train_run(width: int, budget: float, spec: SweepSpec, train, val, items, tokenizer, progress: bool = False) -> tuple[dict, dict]:
+def train_run(width: int, budget: float, spec: SweepSpec, train, val, items, tokenizer,
+              progress: bool = False) -> tuple[dict, dict]:
     """Train the width-``width`` model on ``budget`` FLOPs of ``train`` (a ``PackedData``); evaluate on ``val`` and
     the cloze ``items``. Returns ``(row, state_dict)``."""
     from minillm.eval import score_choices
