@@ -94,6 +94,15 @@ def test_python_docs_are_html_pages_free_of_machine_details():
     assert sources._machine_independent(f"default=<object at 0x7f3a2b1c> from {sys.prefix}/lib") is None
 
 
+def test_python_docs_do_not_depend_on_this_process(monkeypatch):
+    import faulthandler
+    monkeypatch.setattr(faulthandler, "enable", lambda *args, **kwargs: None)   # as a Jupyter kernel does
+    here = next(sources._render_python_docs(1, 267, False))[0]                   # seed 267: faulthandler first
+    page = next(sources.python_docs(limit=1, seed=267, html=False))
+    assert page.url.endswith("/faulthandler.html")
+    assert "enable(file=sys.stderr" in page.text and "enable(file=sys.stderr" not in here
+
+
 def test_shakespeare_scenes_are_plain_scripts():
     _need("shakespeare")
     docs = list(sources.shakespeare(limit=20, seed=0))

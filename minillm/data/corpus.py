@@ -27,7 +27,8 @@ from minillm.data.pipeline import CurationResult, PipelineConfig, run_pipeline
 from minillm.data.sources import source_versions
 from minillm.device import RunMode
 
-VERSION = 2  # 2: plants.py computes the true Jaccard of near-duplicate pairs; extract.py strips nested markers
+VERSION = 3  # 2: plants.py computes the true Jaccard of near-duplicate pairs; extract.py strips nested markers
+#              3: pydoc pages rendered in a fresh interpreter (a corpus built in a notebook kernel differed)
 
 
 def crawl_config(mode: RunMode | str, seed: int = 0) -> CrawlConfig:

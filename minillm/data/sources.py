@@ -91,7 +91,32 @@ def python_docs(limit: int | None = None, seed: int = 0, html: bool = True) -> I
 
     About 200 modules; rendering takes ~50 ms per page on average (``builtins`` and ``ast`` are ~0.5 MB of HTML).
     Modules are imported to be documented; those with side effects (``antigravity`` opens a browser) are skipped.
+    The pages are rendered in a fresh interpreter: a page shows the module as this process has it, and a Jupyter
+    kernel replaces ``faulthandler.enable`` and ``register``, which then vanish from that page (a corpus built in a
+    notebook differed from one built by ``python -m minillm.data build`` in one document).
     """
+    import json
+    import subprocess
+    import tempfile
+
+    code = ("import json, sys; from minillm.data.sources import _render_python_docs; "
+            "pages = list(_render_python_docs(*json.loads(sys.argv[1]))); "
+            "open(sys.argv[2], 'w', encoding='utf-8').write(json.dumps(pages))")
+    package_root = str(Path(__file__).resolve().parents[2])             # importable even when not installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pages.json"
+        done = subprocess.run([sys.executable, "-c", code, json.dumps([limit, seed, html]), str(out)],
+                              capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"rendering the pydoc pages in a fresh interpreter failed:\n{done.stderr[-2000:]}")
+        pages = json.loads(out.read_text(encoding="utf-8"))
+    for text, url in pages:
+        yield Document(text, "python_docs", url)
+
+
+def _render_python_docs(limit: int | None, seed: int, html: bool) -> Iterator[tuple[str, str]]:
+    """``(text, url)`` of the pages ``python_docs`` yields, rendered in this process."""
     names = sorted(n for n in sys.stdlib_module_names if not n.startswith("_") and n not in _NOT_DOCUMENTED)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     count = 0
@@ -112,7 +137,7 @@ def python_docs(limit: int | None = None, seed: int = 0, html: bool = True) -> I
         if text is None:
             continue
         count += 1
-        yield Document(text, "python_docs", f"https://docs.python.org/{version}/library/{name}.html")
+        yield text, f"https://docs.python.org/{version}/library/{name}.html"
 
 
 # ----------------------------------------------------------------------------------------------- Wikipedia (wikitext)
