@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark of the project, in one script for a lent GPU machine (see CONTRIBUTING.md).
 #   bash benchmarks/gpu.sh [OUT_DIR]        # default benchmarks/out/gpu
-# SKIP_DECODE=1 / SKIP_QUANT=1 / SKIP_COMPILE=1 leave those steps out.
+# SKIP_DECODE=1 / SKIP_QUANT=1 / SKIP_COMPILE=1 / SKIP_TRAIN=1 / SKIP_SERVE=1 / SKIP_POST=1 leave those steps out.
+# The open issues need train (MFU), serve (engine vs HF) and post_train (SmolLM2); with 15 device-minutes a session:
+#   SKIP_DECODE=1 SKIP_QUANT=1 SKIP_COMPILE=1 bash benchmarks/gpu.sh
 # Each step has its own time limit, writes JSON under OUT_DIR and a log; a failing step does not stop the next.
 # Needs torch (CUDA), transformers, pytest on the machine; nothing is downloaded.
 set -u
@@ -34,4 +36,7 @@ if [ "${SKIP_COMPILE:-0}" != 1 ]; then
   step decode_compile 150 $PY benchmarks/decode.py --mode gpu --compile --batches 1 --repeats 3 \
     --out "$OUT/decode_gpu_compile.json"
 fi
+[ "${SKIP_TRAIN:-0}" = 1 ] || step train 200 $PY benchmarks/train.py --spec-tflops 989 --out "$OUT/train_gpu.json"
+[ "${SKIP_SERVE:-0}" = 1 ] || step serve 200 $PY benchmarks/serve.py --mode gpu --out "$OUT/serve_gpu.json"
+[ "${SKIP_POST:-0}" = 1 ] || step post_train 300 $PY benchmarks/post_train.py --device cuda --out "$OUT/post_train_gpu.json"
 echo "done"
