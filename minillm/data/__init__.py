@@ -35,5 +35,6 @@ __all__ = [
     "line_dedup", "DIRTY_WORDS", "HeuristicConfig", "TokenDistribution", "dirty_word_ratio", "dup_ngram_ratio",
     "find_pii", "redact_pii", "FastText", "FastTextConfig", "train_fasttext", "train_quality_classifier",
     "train_domain_classifier", "REPORT_MIX", "mix_weights", "select_annealing",
-    "PipelineConfig", "CurationResult", "run_pipeline", "evaluate", "build_corpus", "curated_corpus", "load_corpus", "store_corpus",
+    "PipelineConfig", "CurationResult", "run_pipeline", "evaluate", "build_corpus", "curated_corpus", "load_corpus",
+    "store_corpus",
 ]
