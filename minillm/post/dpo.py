@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.post.data import PreferenceTriple
-from minillm.post.sft import optimizer_and_schedule, optimizer_step, response_example, shuffled_cycle
+from minillm.post.sft import (check_run_config, optimizer_and_schedule, optimizer_step, response_example,
+                              shuffled_cycle)
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
@@ -93,18 +94,12 @@ class DPOConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "pairs_per_step"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"DPOConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        check_run_config(self, ("steps", "pairs_per_step"))
         if self.beta <= 0:
             raise ValueError(f"DPOConfig.beta must be positive (the report uses 0.1), got {self.beta}")
         if self.nll_coef < 0:
             raise ValueError(f"DPOConfig.nll_coef must be >= 0 (0 disables the NLL term; the report uses 0.2), "
                              f"got {self.nll_coef}")
-        if not 0 < self.final_lr <= self.lr:
-            raise ValueError(f"DPOConfig.final_lr ({self.final_lr}) must lie in (0, lr={self.lr}]")
-        if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"DPOConfig.warmup_steps must lie in [0, steps={self.steps}], got {self.warmup_steps}")
 
 
 def dpo_objective(policy: nn.Module, reference: nn.Module, batch: dict[str, torch.Tensor], cfg: DPOConfig

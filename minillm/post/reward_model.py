@@ -26,7 +26,8 @@ from torch import nn
 
 from minillm.model.attention import causal_mask
 from minillm.post.data import PreferenceTriple
-from minillm.post.sft import optimizer_and_schedule, optimizer_step, response_example, shuffled_cycle
+from minillm.post.sft import (check_run_config, optimizer_and_schedule, optimizer_step, response_example,
+                              shuffled_cycle)
 
 
 class RewardModel(nn.Module):
@@ -181,13 +182,7 @@ class RewardConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "triples_per_step"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"RewardConfig.{name} must be a positive int, got {getattr(self, name)!r}")
-        if not 0 < self.final_lr <= self.lr:
-            raise ValueError(f"RewardConfig.final_lr ({self.final_lr}) must lie in (0, lr={self.lr}]")
-        if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"RewardConfig.warmup_steps must lie in [0, steps={self.steps}], got {self.warmup_steps}")
+        check_run_config(self, ("steps", "triples_per_step"))
         if self.margin is not None and self.margin < 0:
             raise ValueError(f"RewardConfig.margin must be None or >= 0, got {self.margin}")
 

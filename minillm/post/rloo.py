@@ -25,7 +25,7 @@ from torch import nn
 from minillm.post.data import Chat
 from minillm.post.dpo import frozen_copy, sequence_logps
 from minillm.post.rejection_sampling import sample_completions
-from minillm.post.sft import optimizer_and_schedule, shuffled_cycle
+from minillm.post.sft import check_run_config, optimizer_and_schedule, shuffled_cycle
 from minillm.train.optim import clip_gradients
 
 
@@ -62,17 +62,13 @@ class RLOOConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "prompts_per_step", "max_tokens"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"RLOOConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        check_run_config(self, ("steps", "prompts_per_step", "max_tokens"))
         if not isinstance(self.k, int) or self.k < 2:
             raise ValueError(f"RLOOConfig.k must be an int >= 2: the baseline needs another sample, got {self.k!r}")
         if self.kl_coef < 0:
             raise ValueError(f"RLOOConfig.kl_coef must be >= 0, got {self.kl_coef}")
         if self.temperature <= 0:
             raise ValueError(f"RLOOConfig.temperature must be > 0, got {self.temperature}")
-        if not 0 < self.final_lr <= self.lr:
-            raise ValueError(f"RLOOConfig.final_lr ({self.final_lr}) must lie in (0, lr={self.lr}]")
 
 
 def _sequences(tokenizer, prompts: Sequence[Chat], completions, device) -> dict[str, torch.Tensor]:

@@ -143,6 +143,20 @@ def optimizer_and_schedule(model: nn.Module, steps: int, lr: float, warmup_steps
     return make_optimizer(model, OptimConfig(weight_decay=weight_decay)), LRSchedule(lr, warmup_steps, steps, final_lr)
 
 
+def check_run_config(cfg, counts: Sequence[str]) -> None:
+    """Validate a post-training run config: the fields ``counts`` are positive ints, and its schedule fields
+    (``steps``, ``lr``, ``final_lr``, ``warmup_steps``, where present) describe a warm-up + cosine decay."""
+    name = type(cfg).__name__
+    for field in counts:
+        value = getattr(cfg, field)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}.{field} must be a positive int, got {value!r}")
+    if not 0 < cfg.final_lr <= cfg.lr:
+        raise ValueError(f"{name}.final_lr ({cfg.final_lr}) must lie in (0, lr={cfg.lr}]")
+    if not 0 <= cfg.warmup_steps <= cfg.steps:
+        raise ValueError(f"{name}.warmup_steps must lie in [0, steps={cfg.steps}], got {cfg.warmup_steps}")
+
+
 def shuffled_cycle(n: int, generator: torch.Generator) -> Iterator[int]:
     """Indices ``0 … n-1`` forever, each pass in a fresh order drawn from ``generator`` (drawn when the last pass is
     used up, so runs with the same seed take the same examples in the same order)."""
@@ -180,13 +194,7 @@ class SFTConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "examples_per_step", "seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"SFTConfig.{name} must be a positive int, got {getattr(self, name)!r}")
-        if not 0 < self.final_lr <= self.lr:
-            raise ValueError(f"SFTConfig.final_lr ({self.final_lr}) must lie in (0, lr={self.lr}]")
-        if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"SFTConfig.warmup_steps must lie in [0, steps={self.steps}], got {self.warmup_steps}")
+        check_run_config(self, ("steps", "examples_per_step", "seq_len"))
 
 
 
