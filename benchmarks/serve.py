@@ -15,7 +15,10 @@ One run, JSON out (written after every section, so a timeout keeps what was meas
    engine on all requests; then the engine, a static-batch loop (``minillm.generate``, one batch after another) and
    HF ``generate`` (same batches) on ``--baseline-requests`` requests whose lengths are capped at
    ``--baseline-max-len`` (GPU: 64 requests, lengths 100-256, since HF's eager decode at 1024 steps would take
-   minutes). Output tok/s = useful tokens / wall time. GPU mode skips what starts after ``--deadline-s`` (200 s).
+   minutes). Output tok/s = useful tokens / wall time. On a GPU the engine replays CUDA graphs for pure-decode
+   steps (``minillm/infer/decode_graphs.py``), captured at start-up outside the timed run (the capture time is
+   recorded); the same engine with ``decode_graphs="off"`` on the baseline requests is the A/B. GPU mode skips
+   what starts after ``--deadline-s`` (200 s).
 
     python benchmarks/serve.py                          # CPU: SmolLM2-135M, scaled-down protocol (~5 min on 2 cores)
     python benchmarks/serve.py --quick                  # CPU, smaller (~1 min)
@@ -133,6 +136,16 @@ def bench_memory(device, n: int, max_len: int, seed: int = 0) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ 3. rejection
+def start_engine(model, device, **engine_kw) -> tuple[LLMEngine, float | None]:
+    """An engine with its decode graphs (if any) captured now, at start-up as a server would, outside the timed
+    run; returns it and the capture seconds."""
+    engine = LLMEngine(model, **engine_kw)
+    graphs = engine.runner.graphs
+    if graphs is None or not graphs.capture:
+        return engine, None
+    return engine, timed(graphs.capture_all, device)[1]
+
+
 def bench_rejection(model: Llama, P: int, K: int, L: int, device, **engine_kw) -> dict:
     bs = 16
     prompt = torch.randint(0, model.cfg.vocab_size, (P,), generator=torch.Generator().manual_seed(0)).tolist()
@@ -144,8 +157,8 @@ def bench_rejection(model: Llama, P: int, K: int, L: int, device, **engine_kw) -
             ("shared_n", [prompt], SamplingParams(n=K, temperature=1.0, max_tokens=L, ignore_eos=True), pool, True),
             ("separate_same_pool", [prompt] * K, params, pool, False),
             ("separate_unbounded_pool", [prompt] * K, params, K * -(-(P + L) // bs), False)):
-        engine = LLMEngine(model, num_blocks=blocks, block_size=bs, max_num_seqs=K, prefix_caching=caching,
-                           **engine_kw)
+        engine, _ = start_engine(model, device, num_blocks=blocks, block_size=bs, max_num_seqs=K,
+                                 prefix_caching=caching, **engine_kw)
         outs, t = timed(lambda: engine.generate(prompts, p), device)
         tokens = sum(len(c.token_ids) for o in outs for c in o.completions)
         runs[name] = {"num_blocks": blocks, "peak_kv_bytes": engine.peak_used_blocks * per_block, "seconds": t,
@@ -167,13 +180,16 @@ def requests(n: int, lo: int, hi: int, vocab: int, seed: int = 0):
 
 
 def run_engine(model, reqs, device, **engine_kw) -> dict:
-    engine = LLMEngine(model, **engine_kw)
+    engine, capture_s = start_engine(model, device, **engine_kw)
+    graphs = engine.runner.graphs
     params = [SamplingParams(temperature=0.0, max_tokens=o, ignore_eos=True) for _, o in reqs]
     outs, t = timed(lambda: engine.generate([p for p, _ in reqs], params), device)
     tokens = sum(len(o.completions[0].token_ids) for o in outs)
     r = {"requests": len(reqs), "seconds": t, "output_tokens": tokens, "output_tok_s": tokens / t,
          "total_tok_s": (tokens + sum(len(p) for p, _ in reqs)) / t, "steps": engine.num_steps,
-         "preemptions": engine.scheduler.num_preemptions, "num_blocks": engine.num_blocks}
+         "preemptions": engine.scheduler.num_preemptions, "num_blocks": engine.num_blocks,
+         "decode_graphs": engine.config.decode_graphs, "graph_steps": graphs.num_runs if graphs else 0,
+         "graph_capture_s": capture_s}
     del engine
     return r
 
@@ -289,7 +305,7 @@ def main() -> None:
         reqs = requests(n_req, lo, hi, cfg.vocab_size)
         base_hi = args.baseline_max_len or base_hi
         base = requests(n_base, min(lo, base_hi), base_hi, cfg.vocab_size)     # == reqs[:n_base] when base_hi == hi
-        run_engine(model, reqs[:2], device, **engine_kw)                   # warm-up (Triton compile)
+        run_engine(model, reqs[:2], device, **engine_kw, decode_graphs="off")   # warm-up (Triton compile)
         t = {"protocol": f"nano-vllm: {n_req} requests, input and output lengths uniform in [{lo}, {hi}], "
                          f"random token ids, EOS ignored, greedy; engine vs baselines on {n_base} requests with lengths "
                          f"in [{min(lo, base_hi)}, {base_hi}]",
@@ -300,6 +316,9 @@ def main() -> None:
         steps = [("engine_on_baseline_requests", lambda: run_engine(model, base, device, **engine_kw)),
                  ("static_hf_generate", lambda: hf_static(model, base, static_batch, dtype, device)),
                  ("static_minillm", lambda: run_static(lambda p, n: generate(model, p, n), base, static_batch, device))]
+        if device.type == "cuda":        # A/B: the same engine with every step on the ragged eager path, no graphs
+            steps.append(("engine_on_baseline_requests_no_graphs",
+                          lambda: run_engine(model, base, device, **engine_kw, decode_graphs="off")))
         for key, fn in steps:
             if time.perf_counter() - T0 > args.deadline_s:
                 t[key] = {"skipped": f"past --deadline-s {args.deadline_s}"}
@@ -309,6 +328,11 @@ def main() -> None:
             free_cuda(device)
             print(f"throughput {key} ({len(base)} requests): {t[key]['output_tok_s']:.1f} output tok/s", flush=True)
             save("throughput", t)
+        with_g, without = (t.get(k, {}).get("output_tok_s") for k in ("engine_on_baseline_requests",
+                                                                       "engine_on_baseline_requests_no_graphs"))
+        if with_g and without:
+            t["graphs_over_no_graphs"] = with_g / without
+            print(f"throughput decode graphs / none: {t['graphs_over_no_graphs']:.2f}x", flush=True)
         ours = t["engine_on_baseline_requests"].get("output_tok_s")
         for key in ("static_minillm", "static_hf_generate"):
             if ours and "output_tok_s" in t[key]:

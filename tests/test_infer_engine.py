@@ -114,6 +114,49 @@ def test_bad_engine_config_raises_a_value_error_naming_the_field(m, field, value
         LLMEngine(m, **{field: value})
 
 
+@pytest.mark.parametrize("kw", [
+    dict(), dict(num_blocks=16, block_size=4), dict(block_size=5, max_num_seqs=2), dict(max_num_batched_tokens=8),
+], ids=["default", "preempting", "block5-two-seqs", "chunked"])
+def test_static_decode_steps_give_the_tokens_of_generate(m, reference, kw):
+    # the padded step the CUDA graphs replay, run eagerly; prompts finish at different lengths so the batch shrinks
+    # through sizes that need padding rows (3 -> 4)
+    lengths = [20, 7, 13, 3]
+    engine = LLMEngine(m, decode_graphs="static", **kw)
+    params = [SamplingParams(temperature=0.0, max_tokens=n) for n in lengths]
+    assert ids(engine.generate(PROMPTS, params, max_steps=STEPS)) == [r[:n] for r, n in zip(reference, lengths)]
+    assert engine.runner.graphs.num_runs > 0                           # the static path ran, not only the ragged one
+    engine.block_manager.check()
+
+
+def test_padding_rows_of_a_static_decode_step_write_only_the_scratch_block(m):
+    engine = LLMEngine(m, num_blocks=32, block_size=4, decode_graphs="static", prefix_caching=False)
+    for prompt in PROMPTS[:3]:
+        engine.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=5))
+    while any(s.num_computed < s.num_tokens - 1 for s in engine.scheduler.running) or engine.scheduler.waiting:
+        engine.step()                                                   # prefill until the next step is pure decode
+    before_k, before_v = engine.runner.k_cache.clone(), engine.runner.v_cache.clone()
+    runs = engine.runner.graphs.num_runs
+    engine.step()                                                       # 3 decodes, padded to a batch of 4
+    assert engine.runner.graphs.num_runs == runs + 1
+    written = {engine.block_manager.table(s.seq_id)[(s.num_computed - 1) // 4] * 4 + (s.num_computed - 1) % 4
+               for s in engine.scheduler.running}
+    assert len(written) == 3
+    scratch = engine.num_blocks                                         # the pool's extra block
+    for before, after in ((before_k, engine.runner.k_cache), (before_v, engine.runner.v_cache)):
+        changed = (before != after).flatten(3).any(-1)                  # (layers, blocks + 1, block_size)
+        slots = {int(b) * 4 + int(o) for b, o in changed.any(0).nonzero().tolist()}
+        assert slots - written <= set(range(scratch * 4, scratch * 4 + 4))
+        assert written <= slots
+
+
+def test_cuda_decode_graphs_need_a_gpu_and_a_known_mode(m):
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="decode_graphs='cuda' needs the model on a CUDA device"):
+            LLMEngine(m, decode_graphs="cuda")
+    with pytest.raises(ValueError, match="decode_graphs"):
+        LLMEngine(m, decode_graphs="yes")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the Triton decode kernel)")
 def test_on_cuda_the_engine_with_the_triton_kernel_equals_minillm_generate(m, reference):
     pytest.importorskip("triton")
@@ -122,3 +165,19 @@ def test_on_cuda_the_engine_with_the_triton_kernel_equals_minillm_generate(m, re
     expected = generate(gpu, PROMPTS, 20)
     engine = LLMEngine(gpu, num_blocks=16, block_size=4, attn_impl="triton")   # preempts, CoW-free, all paths
     assert ids(engine.generate(PROMPTS, GREEDY, max_steps=STEPS)) == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graph capture, the Triton decode kernel)")
+@pytest.mark.parametrize("attn_impl", ["triton", "torch"])
+def test_on_cuda_replayed_decode_graphs_give_the_tokens_of_generate(m, attn_impl):
+    if attn_impl == "triton":
+        pytest.importorskip("triton")
+    gpu = Llama(m.cfg).to("cuda").eval()
+    gpu.load_state_dict(m.state_dict())
+    lengths = [20, 7, 13, 3]
+    expected = [r[:n] for r, n in zip(generate(gpu, PROMPTS, 20), lengths)]
+    params = [SamplingParams(temperature=0.0, max_tokens=n) for n in lengths]
+    for kw in (dict(), dict(num_blocks=16, block_size=4)):                      # roomy, and preempting
+        engine = LLMEngine(gpu, attn_impl=attn_impl, decode_graphs="cuda", **kw)
+        assert ids(engine.generate(PROMPTS, params, max_steps=STEPS)) == expected
+        assert engine.runner.graphs.graphs and engine.runner.graphs.num_runs > 0

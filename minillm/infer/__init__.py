@@ -3,7 +3,8 @@
 - ``block_manager.py``: blocks, block tables, reference counts, copy-on-write fork, prefix caching;
 - ``paged_attention.py`` (PyTorch gather) and ``paged_attention_triton.py`` (Triton decode kernel);
 - ``sequence.py`` (``SamplingParams``, ``Sequence``), ``scheduler.py`` (continuous batching, preemption),
-  ``model_runner.py`` (the paged forward over a ragged batch), ``engine.py`` (``LLMEngine``).
+  ``model_runner.py`` (the paged forward over a ragged batch), ``decode_graphs.py`` (CUDA graphs of pure-decode
+  steps), ``engine.py`` (``LLMEngine``).
 """
 
 from minillm.infer.block_manager import BlockManager, block_hash

@@ -31,7 +31,9 @@ from minillm.model.llama import Llama
 @dataclass(frozen=True)
 class EngineConfig:
     """Pool and scheduling knobs. ``num_blocks=None`` sizes the KV pool from ``gpu_memory_utilization`` of the free
-    GPU memory, or from ``cpu_kv_bytes`` on the CPU (capped at ``max_num_seqs`` full-length sequences)."""
+    GPU memory, or from ``cpu_kv_bytes`` on the CPU (capped at ``max_num_seqs`` full-length sequences).
+    ``decode_graphs``: pure-decode steps of up to ``min(max_num_seqs, 512)`` sequences replay CUDA graphs
+    (``decode_graphs.py``); ``"auto"`` does so on a GPU, ``"static"`` runs the same padded step eagerly (tests)."""
 
     num_blocks: int | None = None
     block_size: int = 16
@@ -42,6 +44,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.85
     cpu_kv_bytes: int = 1 << 30
     attn_impl: str = "auto"
+    decode_graphs: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,6 +56,9 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.attn_impl not in ("auto", "torch", "triton"):
             raise ValueError(f"EngineConfig.attn_impl must be 'auto', 'torch' or 'triton', got {self.attn_impl!r}")
+        if self.decode_graphs not in ("auto", "cuda", "static", "off"):
+            raise ValueError(f"EngineConfig.decode_graphs must be 'auto' (CUDA graphs on a GPU), 'cuda', 'static' "
+                             f"(the padded graph step run eagerly) or 'off', got {self.decode_graphs!r}")
         SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens, self.chunked_prefill)  # validates those
 
 
@@ -94,8 +100,13 @@ class LLMEngine:
         self.block_manager = BlockManager(self.num_blocks, cfg.block_size, cfg.prefix_caching)
         self.scheduler = Scheduler(SchedulerConfig(cfg.max_num_seqs, cfg.max_num_batched_tokens,
                                                    cfg.chunked_prefill), self.block_manager)
-        self.runner = ModelRunner(model, self.num_blocks, cfg.block_size, cfg.attn_impl)
         device = model.tok_embeddings.weight.device
+        graphs = cfg.decode_graphs if cfg.decode_graphs != "auto" else "cuda" if device.type == "cuda" else "off"
+        if graphs == "cuda" and device.type != "cuda":
+            raise ValueError(f"EngineConfig.decode_graphs='cuda' needs the model on a CUDA device, not {device}; "
+                             f"use 'static' to run the same padded step eagerly, or 'off'")
+        self.runner = ModelRunner(model, self.num_blocks, cfg.block_size, cfg.attn_impl, graphs,
+                                  min(cfg.max_num_seqs, 512))
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self._seq_ids = itertools.count()
         self._request_ids = itertools.count()

@@ -8,7 +8,9 @@ prefill chunks one by one (causally, over their cached prefix plus themselves).
 
 ``paged_forward`` reuses the weights of a ``minillm.Llama`` (it walks ``model.layers`` and calls their norms and
 projections) and its RoPE (``rope_cos_sin``/``apply_rope``); only attention and the cache differ from
-``Llama.forward``. The pool is ``(n_layers, num_blocks, block_size, n_kv_heads, head_dim)`` for keys and values.
+``Llama.forward``. The pool is ``(n_layers, num_blocks + 1, block_size, n_kv_heads, head_dim)`` for keys and
+values (the last block is scratch for padding rows). Pure-decode steps can instead replay CUDA graphs
+(``decode_graphs.py``).
 """
 
 from __future__ import annotations
@@ -46,16 +48,24 @@ class StepInput:
 class ModelRunner:
     """Owns the KV pool; turns scheduled sequences into a ``StepInput`` and runs the paged forward."""
 
-    def __init__(self, model: Llama, num_blocks: int, block_size: int, attn_impl: str = "auto"):
+    def __init__(self, model: Llama, num_blocks: int, block_size: int, attn_impl: str = "auto",
+                 decode_graphs: str = "off", max_graph_batch: int = 128):
         cfg, p = model.cfg, model.tok_embeddings.weight
         self.model, self.block_size, self.attn_impl, self.device = model, block_size, attn_impl, p.device
         # the CPU's oneDNN linear builds a kernel per input shape: round the token count up to a multiple of 16
         # (padding rows, dropped before attention) so that steps reuse a few shapes instead of building new ones
         self.pad_multiple = 16 if p.device.type == "cpu" else 1
-        shape = (cfg.n_layers, num_blocks, block_size, cfg.n_kv_heads, cfg.head_dim)
+        # one block more than the block manager hands out: the scratch block of static decode's padding rows
+        shape = (cfg.n_layers, num_blocks + 1, block_size, cfg.n_kv_heads, cfg.head_dim)
         # zeros, not empty: padding entries of block tables read some block, masked; it must not hold NaNs
         self.k_cache = torch.zeros(shape, dtype=p.dtype, device=p.device)
         self.v_cache = torch.zeros(shape, dtype=p.dtype, device=p.device)
+        self.graphs = None
+        if decode_graphs != "off":                   # "cuda": capture and replay; "static": the same step, eagerly
+            from minillm.infer.decode_graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(model, self.k_cache, self.v_cache, num_blocks, max_graph_batch, attn_impl,
+                                       capture=decode_graphs == "cuda")
 
     @staticmethod
     def bytes_per_block(model: Llama, block_size: int) -> int:
@@ -108,7 +118,10 @@ class ModelRunner:
 
     @torch.inference_mode()
     def forward(self, step: StepInput) -> torch.Tensor:
-        """Logits ``(len(sample_rows), vocab)`` of the sampled rows."""
+        """Logits ``(len(sample_rows), vocab)`` of the sampled rows: a pure-decode step through the decode graphs
+        (when enabled and the batch fits), any other through the ragged ``paged_forward``."""
+        if self.graphs is not None and self.graphs.fits(step):
+            return self.graphs.run(step)
         return paged_forward(self.model, step, self.k_cache, self.v_cache, self.attn_impl)
 
 
