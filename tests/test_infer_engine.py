@@ -151,7 +151,7 @@ def test_padding_rows_of_a_static_decode_step_write_only_the_scratch_block(m):
 
 def test_cuda_decode_graphs_need_a_gpu_and_a_known_mode(m):
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="decode_graphs='cuda' needs the model on a CUDA device"):
+        with pytest.raises(ValueError, match=r"decode_graphs='cuda'\) needs the model on a CUDA device"):
             LLMEngine(m, decode_graphs="cuda")
     with pytest.raises(ValueError, match="decode_graphs"):
         LLMEngine(m, decode_graphs="yes")

@@ -127,14 +127,19 @@ def test_paired_comparison_is_mcnemars_exact_test_and_a_paired_bootstrap():
     (lambda: RejectionConfig(k=1), "RejectionConfig.k"),
     (lambda: RejectionConfig(selector="best"), "RejectionConfig.selector"),
     (lambda: RLOOConfig(k=1), "RLOOConfig.k"),
-    (lambda: SFTConfig(steps=10, warmup_steps=20), "SFTConfig.warmup_steps"),
+    (lambda: SFTConfig(steps=10, warmup_steps=20),
+     ("SFTConfig's schedule", "warmup_steps=20", "must be >= warmup_steps")),
     (lambda: SFTConfig(seq_len=0), "SFTConfig.seq_len"),
-    (lambda: DPOConfig(lr=1e-5, final_lr=1e-4), "DPOConfig.final_lr"),
+    (lambda: DPOConfig(lr=1e-5, final_lr=1e-4),
+     ("DPOConfig's schedule", "final_lr=0.0001", "must lie in")),
     (lambda: RewardConfig(triples_per_step=2.5), "RewardConfig.triples_per_step"),
-    (lambda: RLOOConfig(steps=5, warmup_steps=6), "RLOOConfig.warmup_steps"),
+    (lambda: RLOOConfig(steps=5, warmup_steps=6),
+     ("RLOOConfig's schedule", "warmup_steps=6", "must be >= warmup_steps")),
     (lambda: RLOOConfig(max_tokens=0), "RLOOConfig.max_tokens"),
     (lambda: PostTrainSpec(rounds=0), "PostTrainSpec.rounds"),
 ])
 def test_configs_reject_bad_fields_naming_them(make, field):
-    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+    with pytest.raises(ValueError) as error:
         make()
+    for part in (field,) if isinstance(field, str) else field:          # the config, the field and what is wrong
+        assert part in str(error.value)

@@ -16,7 +16,8 @@ addresses, so a decode step is made static:
 
 Prefill steps and steps that mix prefill chunks with decodes keep the ragged path (``model_runner.paged_forward``).
 ``capture=False`` runs exactly the padded static step eagerly, on any device: that is how the CPU tests check the
-padding and the scratch block; ``tests/test_gpu.py`` checks that replayed graphs give the eager tokens.
+padding and the scratch block; on a GPU, ``tests/test_infer_engine.py`` checks that replayed graphs give
+``minillm.generate``'s tokens.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class DecodeGraphs:
 
         device = k_cache.device
         if capture and device.type != "cuda":
-            raise ValueError("DecodeGraphs(capture=True) needs the KV pool on a CUDA device; capture=False runs the "
-                             "same static step eagerly")
+            raise ValueError(f"capturing CUDA graphs (decode_graphs='cuda') needs the model on a CUDA device, not "
+                             f"{device}; use 'static' to run the same padded step eagerly, or 'off'")
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"DecodeGraphs.max_batch must be a positive int, got {max_batch!r}")
         self.model, self.k_cache, self.v_cache, self.attn_impl = model, k_cache, v_cache, attn_impl

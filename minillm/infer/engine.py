@@ -102,9 +102,6 @@ class LLMEngine:
                                                    cfg.chunked_prefill), self.block_manager)
         device = model.tok_embeddings.weight.device
         graphs = cfg.decode_graphs if cfg.decode_graphs != "auto" else "cuda" if device.type == "cuda" else "off"
-        if graphs == "cuda" and device.type != "cuda":
-            raise ValueError(f"EngineConfig.decode_graphs='cuda' needs the model on a CUDA device, not {device}; "
-                             f"use 'static' to run the same padded step eagerly, or 'off'")
         self.runner = ModelRunner(model, self.num_blocks, cfg.block_size, cfg.attn_impl, graphs,
                                   min(cfg.max_num_seqs, 512))
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)

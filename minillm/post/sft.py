@@ -144,17 +144,19 @@ def optimizer_and_schedule(model: nn.Module, steps: int, lr: float, warmup_steps
 
 
 def check_run_config(cfg, counts: Sequence[str]) -> None:
-    """Validate a post-training run config: the fields ``counts`` are positive ints, and its schedule fields
-    (``steps``, ``lr``, ``final_lr``, ``warmup_steps``, where present) describe a warm-up + cosine decay."""
+    """Validate a post-training run config: the fields ``counts`` are positive ints, and ``lr``, ``warmup_steps``,
+    ``steps`` and ``final_lr`` make a valid ``LRSchedule`` (its own checks, reported under the config's name)."""
     name = type(cfg).__name__
     for field in counts:
         value = getattr(cfg, field)
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}.{field} must be a positive int, got {value!r}")
-    if not 0 < cfg.final_lr <= cfg.lr:
-        raise ValueError(f"{name}.final_lr ({cfg.final_lr}) must lie in (0, lr={cfg.lr}]")
-    if not 0 <= cfg.warmup_steps <= cfg.steps:
-        raise ValueError(f"{name}.warmup_steps must lie in [0, steps={cfg.steps}], got {cfg.warmup_steps}")
+    try:
+        LRSchedule(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
+    except ValueError as e:
+        raise ValueError(f"{name}'s schedule (lr={cfg.lr}, warmup_steps={cfg.warmup_steps}, steps={cfg.steps}, "
+                         f"final_lr={cfg.final_lr}; LRSchedule calls them peak_lr, warmup_steps, total_steps, "
+                         f"final_lr) is invalid: {e}") from None
 
 
 def shuffled_cycle(n: int, generator: torch.Generator) -> Iterator[int]:
