@@ -3,8 +3,8 @@
 #   bash benchmarks/gpu.sh [OUT_DIR]        # default benchmarks/out/gpu
 # SKIP_DECODE=1 / SKIP_QUANT=1 / SKIP_COMPILE=1 / SKIP_TRAIN=1 / SKIP_SERVE=1 / SKIP_POST=1 leave those steps out.
 # The open issues need serve (issue 7: engine with decode graphs vs HF) and train (issue 5: MFU). One device call may
-# run 600 s and a session has 15 device-minutes with the start-up, so run tests + serve + train (limits 520 s) as:
-#   SKIP_DECODE=1 SKIP_QUANT=1 SKIP_COMPILE=1 SKIP_POST=1 bash benchmarks/gpu.sh
+# run 600 s and a session has 15 device-minutes with the start-up, so run tests + serve + train (limits 510 s) as:
+#   SKIP_DECODE=1 SKIP_QUANT=1 SKIP_COMPILE=1 SKIP_POST=1 SERVE_SECTIONS="rejection throughput" bash benchmarks/gpu.sh
 # and post_train (SmolLM2 post-training, 300 s) only in a second call if time is left.
 # Each step has its own time limit, writes JSON under OUT_DIR and a log; a failing step does not stop the next.
 # Needs torch (CUDA), transformers, pytest on the machine; nothing is downloaded.
@@ -23,7 +23,7 @@ step() {  # step NAME SECONDS CMD...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
-step tests 120 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_linear.py \
+step tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_linear.py \
   tests/test_infer_engine.py tests/test_infer_paged_attention.py \
   $([ "${SKIP_QUANT:-0}" = 1 ] || ls tests/test_quant.py 2>/dev/null)
 [ "${SKIP_DECODE:-0}" = 1 ] || step decode 240 $PY benchmarks/decode.py --mode gpu --repeats 3 --out "$OUT/decode_gpu.json"
@@ -39,7 +39,9 @@ if [ "${SKIP_COMPILE:-0}" != 1 ]; then
   step decode_compile 150 $PY benchmarks/decode.py --mode gpu --compile --batches 1 --repeats 3 \
     --out "$OUT/decode_gpu_compile.json"
 fi
-[ "${SKIP_SERVE:-0}" = 1 ] || step serve 200 $PY benchmarks/serve.py --mode gpu --deadline-s 150 --out "$OUT/serve_gpu.json"
-[ "${SKIP_TRAIN:-0}" = 1 ] || step train 200 $PY benchmarks/train.py --spec-tflops 989 --out "$OUT/train_gpu.json"
+# SERVE_SECTIONS="rejection throughput" leaves out the sections that decode graphs do not change (attention, memory)
+[ "${SKIP_SERVE:-0}" = 1 ] || step serve 200 $PY benchmarks/serve.py --mode gpu --deadline-s 150 \
+  --sections ${SERVE_SECTIONS:-attention memory rejection throughput} --out "$OUT/serve_gpu.json"
+[ "${SKIP_TRAIN:-0}" = 1 ] || step train 220 $PY benchmarks/train.py --spec-tflops 989 --out "$OUT/train_gpu.json"
 [ "${SKIP_POST:-0}" = 1 ] || step post_train 300 $PY benchmarks/post_train.py --device cuda --out "$OUT/post_train_gpu.json"
 echo "done"

@@ -90,7 +90,8 @@ def main() -> None:
                             use_doc_mask=args.doc_mask, compile=not args.no_compile and device.type == "cuda",
                             peak_flops=peak)
     torch.manual_seed(0)
-    model = Llama(cfg).to(device)
+    with torch.device(device):                      # initialise on the device: seconds, not a minute, for 1.2B
+        model = Llama(cfg)
     trainer = Trainer(model, train_cfg, data)
     wall = time.perf_counter()
     trainer.fit()
