@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent
@@ -51,6 +50,8 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         _failed.add(path)
     if call.when == "call" and item.test_outputs is not None:
+        import nbformat       # only for notebooks: the unit tests also run where it is absent (the GPU machine)
+
         item.cell.outputs = [nbformat.from_dict(dict(out)) for out in item.test_outputs]
         item.cell.execution_count = item.cell_num + 1
         for out in item.cell.outputs:
@@ -71,4 +72,6 @@ def pytest_runtest_teardown(item, nextitem):
     nb.metadata["minillm_session"] = SESSION
     out = executed_copy(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    import nbformat
+
     nbformat.write(nb, out)

@@ -23,12 +23,12 @@ step() {  # step NAME SECONDS CMD...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
-step tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_linear.py \
+step tests 90 $PY -m pytest -q -p no:cacheprovider -p no:nbval tests/test_gpu.py tests/test_linear.py \
   tests/test_infer_engine.py tests/test_infer_paged_attention.py \
   $([ "${SKIP_QUANT:-0}" = 1 ] || ls tests/test_quant.py 2>/dev/null)
 [ "${SKIP_DECODE:-0}" = 1 ] || step decode 240 $PY benchmarks/decode.py --mode gpu --repeats 3 --out "$OUT/decode_gpu.json"
 # A/B of the decode-attention choice (attention.py: auto = matmuls below 64 blocks, SDPA above)
-for attn in sdpa matmul; do
+for attn in $([ "${SKIP_DECODE:-0}" = 1 ] || echo sdpa matmul); do
   step decode_$attn 150 env MINILLM_DECODE_ATTN=$attn $PY benchmarks/decode.py --mode gpu --repeats 3 --batches 1 16 \
     --out "$OUT/decode_gpu_$attn.json"
 done
