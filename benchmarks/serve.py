@@ -199,7 +199,7 @@ def run_engine(model, reqs, device, **engine_kw) -> dict:
          "total_tok_s": (tokens + sum(len(p) for p, _ in reqs)) / t, "steps": engine.num_steps,
          "preemptions": engine.scheduler.num_preemptions, "num_blocks": engine.num_blocks,
          "decode_graphs": engine.config.decode_graphs, "graph_steps": graphs.num_runs if graphs else 0,
-         "graph_capture_s": capture_s}
+         "graph_capture_s": capture_s, "phase_seconds": dict(engine.phase_seconds)}
     del engine
     return r
 
@@ -322,7 +322,10 @@ def main() -> None:
                          f"random token ids, EOS ignored, greedy; engine vs baselines on {n_base} requests with lengths "
                          f"in [{min(lo, base_hi)}, {base_hi}]",
              "engine": run_engine(model, reqs, device, **engine_kw)}
-        print(f"throughput engine ({n_req} requests): {t['engine']['output_tok_s']:.1f} output tok/s", flush=True)
+        ph = t["engine"]["phase_seconds"]
+        print(f"throughput engine ({n_req} requests): {t['engine']['output_tok_s']:.1f} output tok/s; seconds in "
+              f"host work {ph['host']:.1f}, model launch {ph['model']:.1f}, sampling + wait {ph['sample']:.1f}",
+              flush=True)
         save("throughput", t)
         free_cuda(device)
         steps = [("engine_on_baseline_requests", lambda: run_engine(model, base, device, **engine_kw)),

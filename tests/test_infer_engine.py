@@ -38,6 +38,18 @@ def test_greedy_engine_equals_minillm_generate_token_for_token(m, reference, kw)
     assert ids(engine.generate(PROMPTS, GREEDY, max_steps=STEPS)) == reference
 
 
+def test_phase_seconds_account_for_the_steps_and_no_more(m):
+    import time
+
+    engine = LLMEngine(m)
+    t = time.perf_counter()
+    engine.generate(PROMPTS, GREEDY, max_steps=STEPS)
+    wall = time.perf_counter() - t
+    phases = engine.phase_seconds
+    assert set(phases) == {"host", "model", "sample"} and all(v > 0 for v in phases.values())
+    assert sum(phases.values()) <= wall
+
+
 @pytest.mark.parametrize("chunked", [True, False])
 def test_a_full_pool_preempts_by_recomputation_and_still_finishes_with_the_same_tokens(m, reference, chunked):
     engine = LLMEngine(m, num_blocks=16, block_size=4, chunked_prefill=chunked)

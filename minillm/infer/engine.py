@@ -15,6 +15,7 @@ the rejection-sampling setting in which the Llama 3 report (§6.2, seed 3.2) cre
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence as Seq
 
@@ -110,6 +111,10 @@ class LLMEngine:
         self.requests: dict[int, list[Sequence]] = {}
         self.num_steps = 0
         self.peak_used_blocks = 0
+        # wall seconds per phase of step(): "host" (scheduling, block tables, inputs: the GPU waits through it,
+        # since each step ends by reading its sampled tokens), "model" (the forward pass: on a GPU only its
+        # launches) and "sample" (bookkeeping, sampling and the wait for the GPU)
+        self.phase_seconds = {"host": 0.0, "model": 0.0, "sample": 0.0}
 
     def _default_num_blocks(self) -> int:
         cfg, mcfg = self.config, self.model.cfg
@@ -155,6 +160,7 @@ class LLMEngine:
     @torch.inference_mode()
     def step(self) -> list[StreamEvent]:
         """Schedule, run the model once, sample; returns the tokens sampled in this step."""
+        t0 = time.perf_counter()
         batch = self.scheduler.schedule()
         if not batch.seqs:
             if self.scheduler.waiting and not self.scheduler.running:
@@ -166,7 +172,9 @@ class LLMEngine:
             done = seq.num_computed + n == seq.num_tokens
             work.append((seq.token_ids, seq.num_computed, n, self.block_manager.table(seq.seq_id), done))
         step_input, sampled = self.runner.prepare(work)
+        t1 = time.perf_counter()
         logits = self.runner.forward(step_input)                                  # (len(sampled), vocab)
+        t2 = time.perf_counter()
         for seq, n in zip(batch.seqs, batch.num_new):
             seq.num_computed += n
             self.block_manager.mark_computed(seq.seq_id, seq.token_ids, seq.num_computed)
@@ -185,6 +193,9 @@ class LLMEngine:
             picked = logits[torch.tensor(rows, device=logits.device)]         # (len(rows), vocab)
             tokens = sample_next(picked, temperature, top_k, top_p, self.generator).tolist()
             events += [self._append(seq, token) for seq, token in zip(members, tokens)]
+        t3 = time.perf_counter()
+        for phase, seconds in (("host", t1 - t0), ("model", t2 - t1), ("sample", t3 - t2)):
+            self.phase_seconds[phase] += seconds
         return events
 
     def _fork(self, parent: Sequence) -> list[Sequence]:
