@@ -158,6 +158,20 @@ def test_math_benchmark_is_deterministic_and_skips_training_questions():
     assert len({i.question for i in again}) == 6
 
 
+def test_math_benchmark_draws_past_its_first_dataset_when_exclusions_use_it_up(monkeypatch):
+    import minillm.eval.math as math_mod
+
+    base = math_benchmark(80, seed=5)                          # the first 80 distinct questions of seed 5
+    excluded = {i.question for i in base[:70]}
+    # 10 items start from a dataset of 2·10 + 20 = 40 problems, all of them excluded: it must grow, not give up
+    items = math_benchmark(10, seed=5, exclude=excluded)
+    assert len(items) == 10 and not excluded & {i.question for i in items}
+    assert [i.question for i in items[:10]] == [i.question for i in base[70:80]]    # same problems, same order
+    monkeypatch.setattr(math_mod, "MAX_DRAWS", 60)
+    with pytest.raises(ValueError, match="basic_arithmetic.*ran out of unseen questions after 60 draws"):
+        math_benchmark(10, seed=5, exclude=excluded)
+
+
 def test_math_answers_are_checked_by_reasoning_gym():
     import reasoning_gym
     item = math_benchmark(1, seed=7)[0]

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 
 from minillm.eval.choice import ChoiceItem
 
+MAX_DRAWS = 100_000                 # problems drawn per task at most before math_benchmark gives up
 HELD_OUT_SEED = 1_000_003           # the corpus uses seed 0 (book) ... small seeds; this one is far from them
 _QUESTION = re.compile(r"^Question: (.+)$", re.MULTILINE)
 
@@ -51,23 +52,32 @@ def math_benchmark(n_items: int, tasks: Sequence[str] = ("basic_arithmetic",), s
                    exclude: set[str] = frozenset(), task_config: dict[str, dict] | None = None) -> list[MathItem]:
     """``n_items`` problems, alternating over ``tasks``, from ``reasoning_gym.create_dataset(task, size, seed,
     **task_config[task])`` (e.g. ``{"basic_arithmetic": {"max_terms": 2, "max_digits": 1}}`` for an easy set),
-    skipping questions in ``exclude`` (see ``training_questions``) and duplicates."""
+    skipping questions in ``exclude`` (see ``training_questions``) and duplicates.
+
+    A dataset starts at ``2·n_items + 20`` problems and doubles (its first problems stay the same: reasoning-gym
+    seeds each index) while exclusions and repeats use them up, up to ``MAX_DRAWS`` problems per task; a small
+    question space (one-digit sums have a few thousand) then raises an error naming the task."""
     import reasoning_gym  # slow to import (~2.5 s): only when a benchmark is built
 
     if n_items < 1 or not tasks:
         raise ValueError(f"math_benchmark needs n_items >= 1 and at least one task, got {n_items}, {tasks}")
-    size = 2 * n_items + 20                                             # room for the excluded ones
     config = task_config or {}
-    datasets = {task: reasoning_gym.create_dataset(task, size=size, seed=seed, **config.get(task, {}))
-                for task in tasks}
+
+    def dataset(task: str, size: int):
+        return reasoning_gym.create_dataset(task, size=size, seed=seed, **config.get(task, {}))
+
+    datasets = {task: dataset(task, 2 * n_items + 20) for task in tasks}    # room for the excluded ones
     items, seen = [], set(exclude)
     cursor = {task: 0 for task in tasks}
     while len(items) < n_items:
         task = tasks[len(items) % len(tasks)]
-        if cursor[task] >= size:
-            raise ValueError(f"reasoning-gym task {task!r} ran out of unseen questions; exclude fewer or ask for "
-                             f"fewer items")
         index = cursor[task]
+        if index >= len(datasets[task]):
+            if index >= MAX_DRAWS:
+                raise ValueError(f"reasoning-gym task {task!r} ran out of unseen questions after {index} draws "
+                                 f"({len(items)} of {n_items} found); exclude fewer, ask for fewer items or widen "
+                                 f"task_config")
+            datasets[task] = dataset(task, min(2 * index, MAX_DRAWS))
         cursor[task] += 1
         entry = datasets[task][index]
         question = entry["question"].strip()
