@@ -2,8 +2,9 @@
 # Every GPU check and benchmark of the project, in one script for a lent GPU machine (see CONTRIBUTING.md).
 #   bash benchmarks/gpu.sh [OUT_DIR]        # default benchmarks/out/gpu
 # SKIP_DECODE=1 / SKIP_QUANT=1 / SKIP_COMPILE=1 / SKIP_TRAIN=1 / SKIP_SERVE=1 / SKIP_POST=1 leave those steps out.
-# The open issues need serve (issue 7: engine with decode graphs vs HF) and train (issue 5: MFU). One device call may
-# run 600 s and a session has 15 device-minutes with the start-up, so run tests + serve + train (limits 510 s) as:
+# A short session runs the steps whose figures move most often, serve (issue 7: engine vs HF, phase timings) and
+# train (issue 5: MFU). One device call may run 600 s and a session has 15 device-minutes with the start-up, so run
+# tests + serve + train (limits 510 s) as:
 #   SKIP_DECODE=1 SKIP_QUANT=1 SKIP_COMPILE=1 SKIP_POST=1 SERVE_SECTIONS="rejection throughput" bash benchmarks/gpu.sh
 # and post_train (SmolLM2 post-training, 300 s) only in a second call if time is left.
 # Each step has its own time limit, writes JSON under OUT_DIR and a log; a failing step does not stop the next.
