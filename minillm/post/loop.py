@@ -116,16 +116,18 @@ class PostTrainSpec:
 
 def post_training_spec(mode: RunMode | str) -> PostTrainSpec:
     """Sizes per run mode. Fast: 2 rounds on 256 problems with small step counts (about a minute a round for the
-    fast base model on one CPU thread; DPO, with its reference pass, is the dearest stage)."""
+    fast base model on one CPU thread; DPO, with its reference pass, is the dearest stage). Book: the same two rounds
+    with more data and steps, sized to fit the chapter's share of the 45-minute ``make book`` budget; full: six
+    rounds and the larger counts."""
     mode = RunMode(mode) if isinstance(mode, str) else mode
     return mode.pick(
         fast=PostTrainSpec(rounds=2, data=DataConfig(n_train=256, n_dev=64, n_test=128),
                            reward=RewardConfig(steps=30, triples_per_step=8), rejection=RejectionConfig(k=8),
                            rs_prompts=32, sft=SFTConfig(steps=30, examples_per_step=8),
                            dpo=DPOConfig(steps=15, pairs_per_step=8)),
-        book=PostTrainSpec(rounds=3, data=DataConfig(n_train=512, n_dev=128, n_test=300),
-                           reward=RewardConfig(steps=150), rejection=RejectionConfig(k=16), rs_prompts=256,
-                           sft=SFTConfig(steps=150), dpo=DPOConfig(steps=60)),
+        book=PostTrainSpec(rounds=2, data=DataConfig(n_train=512, n_dev=128, n_test=200),
+                           reward=RewardConfig(steps=60), rejection=RejectionConfig(k=8), rs_prompts=96,
+                           sft=SFTConfig(steps=80), dpo=DPOConfig(steps=30)),
         full=PostTrainSpec(rounds=6, data=DataConfig(n_train=1024, n_dev=200, n_test=500),
                            reward=RewardConfig(steps=400), rejection=RejectionConfig(k=30), rs_prompts=512,
                            sft=SFTConfig(steps=400), dpo=DPOConfig(steps=150)))

@@ -112,11 +112,12 @@ def anneal(model, tokenizer, train_docs: list[dict], spec: AnnealSpec, evaluate_
 
 def anneal_spec(mode, base) -> AnnealSpec:
     """Annealing for a run mode, continuing a ``BaseModelSpec`` ``base`` at its cosine floor and sequence length:
-    about a third of the base run's steps (fast: 30 steps, ~60K tokens)."""
+    a tenth of the base run's steps or less (fast: 30 steps, ~30K tokens; book: 60 steps, ~120K tokens), the
+    report's 40M tokens scaled to our run."""
     from minillm.device import RunMode
 
     mode = RunMode(mode) if isinstance(mode, str) else mode
-    steps = mode.pick(fast=30, book=120, full=600)
+    steps = mode.pick(fast=30, book=60, full=600)
     every = max(1, steps // 6)
     return AnnealSpec(steps=steps, start_lr=base.final_lr, batch_size=base.batch_size, seq_len=base.seq_len,
                       checkpoint_every=every, average_last=3, seed=base.seed)
