@@ -12,13 +12,19 @@ bump when the code changes). The folder lives at ``<cache>/<name>/<hash of recip
 
 The cache root is ``~/.cache/minillm``; set ``MINILLM_CACHE`` or pass ``root=`` to put it elsewhere.
 Nothing here is committed to git: every artifact is rebuilt deterministically from its recipe on a fresh machine.
+
+Status lines ("tokenizer: loaded from cache") go to the ``minillm.artifacts`` logger at INFO, with the folder at
+DEBUG, so a rendered page never shows a path of the machine that built it. ``only_cached()`` answers "is this
+built?" without building: inside it, ``build_or_load`` raises ``NotCached`` instead of calling ``build``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -26,6 +32,26 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 RECIPE_FILE = "recipe.json"
+log = logging.getLogger(__name__)
+_ONLY_CACHED = contextvars.ContextVar("minillm_only_cached", default=False)
+
+
+class NotCached(LookupError):
+    """Raised by ``build_or_load`` inside ``only_cached()`` for an artifact that is not built yet."""
+
+    def __init__(self, name: str):
+        super().__init__(f"artifact {name!r} is not in the cache (it is built on first use)")
+        self.name = name
+
+
+@contextlib.contextmanager
+def only_cached() -> Iterator[None]:
+    """Within this block ``build_or_load`` loads what is cached and raises ``NotCached`` instead of building."""
+    token = _ONLY_CACHED.set(True)
+    try:
+        yield
+    finally:
+        _ONLY_CACHED.reset(token)
 
 
 def cache_root(root: str | os.PathLike | None = None) -> Path:
@@ -69,13 +95,18 @@ def build_or_load(
     """Return the folder of artifact ``name`` for ``recipe``, calling ``build(tmp_dir)`` first if it is not cached.
 
     ``build`` must write everything into the folder it is given and depend only on the recipe (seeded, no clock).
-    ``force=True`` rebuilds even when cached.
+    ``force=True`` rebuilds even when cached. Inside ``only_cached()`` a missing artifact raises ``NotCached``.
     """
     final = artifact_path(name, recipe, root)
     if is_built(final) and not force:
         if verbose:
-            print(f"[artifacts] {name}: loaded from cache {final}")
+            log.info("%s: loaded from cache", name)
+            log.debug("%s: folder %s", name, final)
         return final
+    if _ONLY_CACHED.get():
+        raise NotCached(name)
+    if verbose:
+        log.info("%s: not cached, building it (once; later runs load it)", name)
     final.parent.mkdir(parents=True, exist_ok=True)
     with _lock(final.parent / f"{final.name}.lock"):
         if is_built(final) and not force:  # another process built it while we waited
@@ -93,7 +124,8 @@ def build_or_load(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if verbose:
-            print(f"[artifacts] {name}: built in {time.perf_counter() - start:.1f} s -> {final}")
+            log.info("%s: built in %.0f s and cached", name, time.perf_counter() - start)
+            log.debug("%s: folder %s", name, final)
     return final
 
 

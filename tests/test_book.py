@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+from book_pages import page_problems  # noqa: E402
 from toc import ROOT, executed_copy, toc_files, toc_notebooks  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,17 @@ def test_every_toc_page_is_rendered(html):
     assert (html / "index.html").is_file()
     for entry in toc_files():
         assert (html / f"{entry}.html").is_file(), f"{entry} missing from the built book"
+
+
+def test_rendered_pages_have_no_machine_paths_unrendered_roles_or_broken_links(html):
+    """What a reader would notice on a page: ``tests/book_pages.py`` (its own tests plant each problem)."""
+    from minillm.artifacts import cache_root
+
+    machine = (str(ROOT), str(cache_root()), str(Path.home()), sys.prefix)
+    pages = sorted(html.rglob("*.html"))
+    assert len(pages) > len(toc_files())
+    problems = [p for page in pages for p in page_problems(page, html, machine)]
+    assert not problems, "\n".join(problems[:30])
 
 
 def test_every_chapter_shows_its_figures(html):

@@ -179,12 +179,19 @@ def isoflop_folder(mode: RunMode | str = "fast", root=None, progress: bool = Tru
     from minillm.train.pretrain import tokenizer_key
     from tqdm.auto import tqdm
 
+    from minillm.data.corpus import curated_corpus
+    from minillm.tokenizer import book_tokenizer
+
     spec = spec or sweep_spec(mode)
-    data = data or sweep_data(spec, root, progress)
-    recipe = {"version": VERSION, "spec": asdict(spec), "corpus": data["corpus"].name,
-              "tokenizer": tokenizer_key(data["tokenizer"]), "torch": torch.__version__.split("+")[0]}
+    # the recipe needs only the tokenizer and the corpus key; the packed data is made when a build needs it
+    tokenizer = data["tokenizer"] if data else book_tokenizer(vocab_size=spec.vocab_size, root=root)
+    corpus = data["corpus"] if data else curated_corpus("fast", root=root, progress=progress)
+    recipe = {"version": VERSION, "spec": asdict(spec), "corpus": corpus.name,
+              "tokenizer": tokenizer_key(tokenizer), "torch": torch.__version__.split("+")[0]}
 
     def build(out: Path) -> None:
+        nonlocal data
+        data = data or sweep_data(spec, root, progress)
         (out / "models").mkdir()
         runs = [(b, w) for b, widths in spec.grid for w in widths]
         rows = []
