@@ -121,6 +121,7 @@ def _tiny_book(tmp: Path, cell: str) -> Path:
     (tmp / "book").mkdir(parents=True)
     shutil.copy(ROOT / "_config.yml", tmp / "_config.yml")
     shutil.copytree(ROOT / "book" / "_widgets", tmp / "book" / "_widgets")
+    shutil.copy(ROOT / "book" / "references.bib", tmp / "book" / "references.bib")   # _config.yml names it
     (tmp / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/probe\n")
     (tmp / "book" / "intro.md").write_text("# Probe\n")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Probe"), nbformat.v4.new_code_cell(cell)])
