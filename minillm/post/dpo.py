@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 import torch.nn.functional as F
 from torch import nn
 
@@ -92,6 +93,7 @@ class DPOConfig:
     train_on_special: bool = False
     weight_decay: float = 0.0
     seed: int = 0
+    progress: bool = True                  # a tqdm bar over the steps
 
     def __post_init__(self) -> None:
         check_run_config(self, ("steps", "pairs_per_step"))
@@ -134,7 +136,7 @@ def train_dpo(policy: nn.Module, tokenizer, triples: Sequence[PreferenceTriple],
     sampler = shuffled_cycle(len(pairs), torch.Generator().manual_seed(cfg.seed))
     history = []
     policy.train()
-    for step in range(cfg.steps):
+    for step in tqdm(range(cfg.steps), desc="DPO", disable=not cfg.progress):
         picked = [pairs[next(sampler)] for _ in range(cfg.pairs_per_step)]
         batch = preference_batch(tokenizer, picked, cfg.train_on_special, device)
         loss, metrics = dpo_objective(policy, reference, batch, cfg)

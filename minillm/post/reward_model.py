@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 import torch.nn.functional as F
 from torch import nn
 
@@ -180,6 +181,7 @@ class RewardConfig:
     weight_decay: float = 0.0
     margin: float | None = None            # Llama 3 dropped Llama 2's margin
     seed: int = 0
+    progress: bool = True                  # a tqdm bar over the steps
 
     def __post_init__(self) -> None:
         check_run_config(self, ("steps", "triples_per_step"))
@@ -202,7 +204,7 @@ def train_reward_model(base: nn.Module, tokenizer, triples: Sequence[PreferenceT
     device = rm.head.weight.device
     history = []
     rm.train()
-    for step in range(cfg.steps):
+    for step in tqdm(range(cfg.steps), desc="reward model", disable=not cfg.progress):
         rows = []
         for _ in range(cfg.triples_per_step):
             prompt_ids, ranked = encoded[next(sampler)]

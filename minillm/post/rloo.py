@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 from torch import nn
 
 from minillm.post.data import Chat
@@ -60,6 +61,7 @@ class RLOOConfig:
     temperature: float = 1.0               # 1.0: the samples come from π_θ itself (on-policy)
     max_tokens: int = 16
     seed: int = 0
+    progress: bool = True                  # a tqdm bar over the steps
 
     def __post_init__(self) -> None:
         check_run_config(self, ("steps", "prompts_per_step", "max_tokens"))
@@ -122,7 +124,7 @@ def train_rloo(policy: nn.Module, tokenizer, prompts: Sequence[Chat], reward_fn:
     optimizer, schedule = optimizer_and_schedule(policy, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr)
     sampler = shuffled_cycle(len(prompts), torch.Generator().manual_seed(cfg.seed))
     history = []
-    for step in range(cfg.steps):
+    for step in tqdm(range(cfg.steps), desc="RLOO", disable=not cfg.progress):
         picked = [next(sampler) for _ in range(cfg.prompts_per_step)]
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr(step)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
+from tqdm.auto import tqdm
 from torch import nn
 
 from minillm.tokenizer import validate_messages
@@ -194,6 +195,7 @@ class SFTConfig:
     last_turn_only: bool = False
     use_doc_mask: bool = True
     seed: int = 0
+    progress: bool = True                  # a tqdm bar over the steps
 
     def __post_init__(self) -> None:
         check_run_config(self, ("steps", "examples_per_step", "seq_len"))
@@ -212,7 +214,7 @@ def train_sft(model: nn.Module, tokenizer, chats: Sequence[Sequence[dict]], cfg:
     sampler = shuffled_cycle(len(examples), torch.Generator().manual_seed(cfg.seed))
     history = []
     model.train()
-    for step in range(cfg.steps):
+    for step in tqdm(range(cfg.steps), desc="SFT", disable=not cfg.progress):
         picked = [examples[next(sampler)] for _ in range(cfg.examples_per_step)]
         batch = pack_examples(picked, cfg.seq_len, tokenizer.eos_id).to(device)
         loss = sft_loss(model, batch, cfg.use_doc_mask)
