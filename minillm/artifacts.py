@@ -7,8 +7,11 @@ bump when the code changes). The folder lives at ``<cache>/<name>/<hash of recip
 
 - the same recipe loads the cached result (any chapter, any process, after a restart);
 - a changed recipe builds anew beside the old one (nothing is overwritten);
-- a build that fails or is interrupted leaves nothing behind (it writes to a temporary folder, renamed when complete);
-- two processes asking at once build it once (a file lock).
+- a build that fails or is interrupted leaves nothing behind: it writes to ``.tmp-<key>-<pid>``, fsynced and renamed
+  when complete (``minillm.durable``); the temporary folders of killed builds are deleted when the next build starts;
+- two processes asking at once build it once (a file lock holding the builder's pid). A waiter logs once which pid
+  it waits for and gives up after ``lock_timeout`` seconds (default 30 minutes, ``MINILLM_LOCK_TIMEOUT``) with
+  ``LockTimeout`` naming the lock file and that pid, instead of hanging forever behind a stopped process.
 
 The cache root is ``~/.cache/minillm``; set ``MINILLM_CACHE`` or pass ``root=`` to put it elsewhere.
 Nothing here is committed to git: every artifact is rebuilt deterministically from its recipe on a fresh machine.
@@ -31,7 +34,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from minillm.durable import fsync_tree, remove_stale_temporaries, replace_dir
+
 RECIPE_FILE = "recipe.json"
+DEFAULT_LOCK_TIMEOUT_S = 30 * 60  # longer than any build of the book; MINILLM_LOCK_TIMEOUT or lock_timeout= changes it
 log = logging.getLogger(__name__)
 _ONLY_CACHED = contextvars.ContextVar("minillm_only_cached", default=False)
 
@@ -54,11 +60,29 @@ def only_cached() -> Iterator[None]:
         _ONLY_CACHED.reset(token)
 
 
+class LockTimeout(TimeoutError):
+    """Raised by ``build_or_load`` when another process held the build lock for longer than ``lock_timeout``."""
+
+
 def cache_root(root: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``root`` if given, else ``$MINILLM_CACHE``, else ``~/.cache/minillm``."""
     if root is None:
         root = os.environ.get("MINILLM_CACHE") or Path.home() / ".cache" / "minillm"
     return Path(root).expanduser()
+
+
+def lock_timeout_seconds(seconds: float | None = None) -> float:
+    """Seconds to wait for another process's build: ``seconds`` if given, else ``$MINILLM_LOCK_TIMEOUT``, else
+    ``DEFAULT_LOCK_TIMEOUT_S``."""
+    if seconds is None:
+        text = os.environ.get("MINILLM_LOCK_TIMEOUT")
+        try:
+            seconds = float(text) if text else DEFAULT_LOCK_TIMEOUT_S
+        except ValueError:
+            raise ValueError(f"MINILLM_LOCK_TIMEOUT must be a number of seconds, got {text!r}") from None
+    if seconds < 0:
+        raise ValueError(f"lock_timeout must be >= 0 seconds, got {seconds}")
+    return float(seconds)
 
 
 def recipe_key(recipe: Mapping[str, Any]) -> str:
@@ -91,11 +115,13 @@ def build_or_load(
     root: str | os.PathLike | None = None,
     force: bool = False,
     verbose: bool = True,
+    lock_timeout: float | None = None,
 ) -> Path:
     """Return the folder of artifact ``name`` for ``recipe``, calling ``build(tmp_dir)`` first if it is not cached.
 
     ``build`` must write everything into the folder it is given and depend only on the recipe (seeded, no clock).
     ``force=True`` rebuilds even when cached. Inside ``only_cached()`` a missing artifact raises ``NotCached``.
+    ``lock_timeout`` (seconds; see ``lock_timeout_seconds``) bounds the wait for another process building it.
     """
     final = artifact_path(name, recipe, root)
     if is_built(final) and not force:
@@ -108,9 +134,11 @@ def build_or_load(
     if verbose:
         log.info("%s: not cached, building it (once; later runs load it)", name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(final.parent / f"{final.name}.lock"):
+    with _lock(final.parent / f"{final.name}.lock", lock_timeout_seconds(lock_timeout), name):
         if is_built(final) and not force:  # another process built it while we waited
             return final
+        for stale in remove_stale_temporaries(final.parent):
+            log.info("%s: removed %s, left by a killed build", name, stale.name)
         tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -118,9 +146,8 @@ def build_or_load(
         try:
             build(tmp)
             (tmp / RECIPE_FILE).write_text(json.dumps(dict(recipe), sort_keys=True, indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+            fsync_tree(tmp)
+            replace_dir(tmp, final)  # the recipe file, written last, marks the folder complete
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if verbose:
@@ -151,16 +178,46 @@ def list_artifacts(root: str | os.PathLike | None = None) -> list[tuple[str, str
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive inter-process lock (``fcntl.flock``; no-op where fcntl does not exist)."""
+def _lock(path: Path, timeout: float, name: str) -> Iterator[None]:
+    """An exclusive inter-process lock (``fcntl.flock``; no-op where fcntl does not exist) holding the holder's pid.
+
+    Waits at most ``timeout`` seconds, logging once (INFO) which pid it waits for, then raises ``LockTimeout``.
+    """
     try:
         import fcntl
     except ImportError:  # Windows: single-process use only
         yield
         return
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not "w": truncating would erase the holder's pid
+    try:
+        deadline, logged = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{name}: waited {timeout:.0f} s for lock file {path}, held by pid {holder}. If that "
+                        f"process is stopped or hung, end it; else allow longer with lock_timeout= or "
+                        f"MINILLM_LOCK_TIMEOUT") from None
+                if not logged:
+                    log.info("%s: waiting for pid %s, which is building it (lock file %s)", name, holder, path.name)
+                    logged = True
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    """The pid the lock's holder wrote into the lock file ("unknown" before it has written it)."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return text if text.isdigit() else "unknown"

@@ -5,8 +5,8 @@ base model (``base_model``) and its annealing (``annealed_model``)."""
 from minillm.train.annealing import AnnealSpec, anneal, anneal_spec, annealed_model, annealing_mix
 from minillm.train.pretrain import (BaseModelSpec, base_model, base_model_folder, base_model_spec, evaluate_base,
                                       train_base)
-from minillm.train.checkpoint import (average_checkpoints, checkpoint_dir, list_checkpoints, load_checkpoint,
-                                      save_checkpoint)
+from minillm.train.checkpoint import (CheckpointError, average_checkpoints, checkpoint_dir, latest_checkpoint,
+                                      list_checkpoints, load_checkpoint, save_checkpoint)
 from minillm.train.evaluate import evaluate, token_byte_lengths, token_losses
 from minillm.train.optim import OptimConfig, autocast, clip_gradients, make_optimizer, param_groups
 from minillm.train.packing import IGNORE, Batch, PackedData, StreamLoader, batch_at, pack_documents, pack_texts
@@ -16,7 +16,7 @@ from minillm.train.trainer import TrainConfig, Trainer, init_distributed
 __all__ = [
     "AnnealSpec", "anneal", "anneal_spec", "annealed_model", "annealing_mix", "BaseModelSpec", "base_model",
     "base_model_folder", "base_model_spec", "evaluate_base", "train_base",
-    "average_checkpoints", "checkpoint_dir", "list_checkpoints", "load_checkpoint", "save_checkpoint", "evaluate",
+    "CheckpointError", "average_checkpoints", "checkpoint_dir", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint", "evaluate",
     "token_byte_lengths", "token_losses", "OptimConfig", "autocast", "clip_gradients", "make_optimizer",
     "param_groups", "IGNORE", "Batch", "PackedData", "StreamLoader", "batch_at", "pack_documents", "pack_texts",
     "BatchRamp", "LRSchedule", "RampStage", "TrainConfig", "Trainer", "init_distributed",

@@ -231,7 +231,9 @@ class Trainer:
         if self.rank == 0:
             save_checkpoint(path, self.model, self.optimizer, self.state_dict())
             if self.run_dir is not None and self.cfg.keep_checkpoints is not None:
-                for old in list_checkpoints(self.run_dir)[:-self.cfg.keep_checkpoints]:
+                # by step number, never the one just written (it may be older than one kept from an earlier run)
+                others = [p for p in list_checkpoints(self.run_dir) if p.resolve() != path.resolve()]
+                for old in others[:max(0, len(others) - (self.cfg.keep_checkpoints - 1))]:
                     shutil.rmtree(old)
         if self.distributed:
             dist.barrier()
