@@ -106,7 +106,9 @@ def test_annealing_takes_the_lr_linearly_to_zero_and_averages_the_last_checkpoin
 
 
 def test_specs_validate_and_scale_with_the_run_mode():
-    assert base_model_spec("book").steps > base_model_spec("fast").steps
+    fast, book = base_model_spec("fast"), base_model_spec("book")
+    tokens = lambda s: s.steps * s.batch_size * s.seq_len                                  # noqa: E731
+    assert tokens(book) > tokens(fast) and book.dim > fast.dim
     with pytest.raises(ValueError, match="held_out_fraction"):
         BaseModelSpec(held_out_fraction=0.0)
     with pytest.raises(ValueError, match="average_last"):
