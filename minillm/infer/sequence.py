@@ -51,8 +51,8 @@ class SamplingParams:
         if self.top_p is not None:
             object.__setattr__(self, "top_p", float(self.top_p))
         stop = (self.stop,) if isinstance(self.stop, numbers.Integral) else self.stop
-        if not isinstance(stop, (list, tuple, set, frozenset)) or not all(isinstance(t, numbers.Integral) and not isinstance(t, bool)
-                                                     for t in stop):
+        if not isinstance(stop, (list, tuple, set, frozenset)) or not all(
+                isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in stop):
             raise ValueError(f"SamplingParams.stop must be token ids (ints), got {self.stop!r}; encode strings first")
         object.__setattr__(self, "stop", tuple(int(t) for t in stop))
         if not isinstance(self.ignore_eos, bool):
