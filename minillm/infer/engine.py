@@ -4,12 +4,17 @@
     outs = engine.generate(["The capital of France is"], SamplingParams(n=4, temperature=0.8, max_tokens=32))
     outs[0].completions[2].text
     for event in engine.stream(prompts, params): ...               # tokens as they are sampled
+    rid = engine.add_request(ids, params); engine.step(); engine.abort_request(rid); engine.pop_request(rid)
 
 Each ``step()``: the scheduler picks the batch (``scheduler.py``), the engine does the copy-on-write copies, the
 runner computes the batch's new tokens through the paged cache (``model_runner.py``), and the sequences whose last
 token was computed sample one token each. When a prompt with ``n > 1`` finishes its prefill, it forks ``n − 1``
 children sharing its blocks (vLLM §4.4) that sample from the same logits: the prompt is computed and stored once —
 the rejection-sampling setting in which the Llama 3 report (§6.2, seed 3.2) credits PagedAttention with over 2×.
+
+Requests are checked once, when added (``minillm.generate.check_prompt``, ``SamplingParams``); a step that still
+raises for a request aborts it (``finish_reason="abort"``, its ``error`` kept) and frees its blocks, so one bad
+request never blocks the queue behind it.
 """
 
 from __future__ import annotations
@@ -215,7 +220,6 @@ class LLMEngine:
         for seq, n in zip(batch.seqs, batch.num_new):
             done = seq.num_computed + n == seq.num_tokens
             work.append((seq.token_ids, seq.num_computed, n, self.block_manager.table(seq.seq_id), done))
-        t1 = time.perf_counter()
         try:
             step_input, sampled = self.runner.prepare(work)
             t1 = time.perf_counter()
