@@ -13,9 +13,19 @@ Shapes and names follow Meta's reference code: ``dim`` (model width), ``n_heads`
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
+
+
+def check_positive_float(owner: str, name: str, value) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``owner.name`` unless it is a finite number > 0 (a NaN passes
+    ``value <= 0``, so it is tested for explicitly)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{owner}.{name} must be a finite positive number, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -33,9 +43,12 @@ class RopeScaling:
     original_max_seq_len: int = 8192
 
     def __post_init__(self) -> None:
-        for name in ("factor", "low_freq_factor", "high_freq_factor", "original_max_seq_len"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"RopeScaling.{name} must be positive, got {getattr(self, name)}")
+        for name in ("factor", "low_freq_factor", "high_freq_factor"):
+            object.__setattr__(self, name, check_positive_float("RopeScaling", name, getattr(self, name)))
+        if not isinstance(self.original_max_seq_len, int) or isinstance(self.original_max_seq_len, bool) \
+                or self.original_max_seq_len <= 0:
+            raise ValueError(f"RopeScaling.original_max_seq_len must be a positive integer, "
+                             f"got {self.original_max_seq_len!r}")
         if self.high_freq_factor <= self.low_freq_factor:
             raise ValueError(
                 f"RopeScaling.high_freq_factor ({self.high_freq_factor}) must be larger than "
@@ -70,10 +83,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
-        if self.rope_theta <= 0:
-            raise ValueError(f"ModelConfig.rope_theta must be positive, got {self.rope_theta}")
-        if self.norm_eps <= 0:
-            raise ValueError(f"ModelConfig.norm_eps must be positive, got {self.norm_eps}")
+        for name in ("rope_theta", "norm_eps"):                              # RoPE's base θ, RMSNorm's ε
+            object.__setattr__(self, name, check_positive_float("ModelConfig", name, getattr(self, name)))
         if self.n_heads % self.n_kv_heads != 0:
             raise ValueError(
                 f"ModelConfig.n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads}): "

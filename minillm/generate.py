@@ -11,8 +11,11 @@ and/or the smallest set whose probability reaches ``top_p`` (nucleus sampling, H
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from minillm.model.llama import Llama
@@ -38,28 +41,63 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _check(model: Llama, prompts, max_new_tokens, temperature, top_k, top_p) -> None:
-    if not isinstance(prompts, (list, tuple)) or not prompts:
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None, owner: str = "") -> None:
+    """``ValueError`` naming the field unless ``temperature`` is a finite number >= 0, ``top_k`` None or an int >= 1
+    and ``top_p`` None or in (0, 1]. ``owner`` prefixes the field names (``"SamplingParams."``)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise ValueError(f"{owner}temperature must be a finite number >= 0 (0 is greedy, 1 samples the model's "
+                         f"distribution), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
+        raise ValueError(f"{owner}top_k must be None (no limit) or an int >= 1, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real)
+                              or not 0.0 < top_p <= 1.0):                   # NaN fails both comparisons
+        raise ValueError(f"{owner}top_p must be None (no nucleus) or in (0, 1], got {top_p!r}")
+
+
+def check_prompt(prompt, vocab_size: int, max_seq_len: int, max_new_tokens: int, index: int = 0) -> list[int]:
+    """The token ids of ``prompts[index]`` as a list of Python ints, or an error saying what is wrong with it.
+
+    Accepts a list/tuple (or 1-D integer tensor or array) of Python ints or NumPy integer scalars. A float or bool id
+    is a ``TypeError`` (never truncated); an id outside ``[0, vocab_size)``, an empty prompt or one too long for
+    ``max_seq_len`` with ``max_new_tokens`` more is a ``ValueError``. ``minillm.generate`` and ``LLMEngine`` share it.
+    """
+    where = f"prompts[{index}]"
+    if isinstance(prompt, (torch.Tensor, np.ndarray)):
+        if prompt.ndim != 1:
+            raise ValueError(f"{where} must be 1-D token ids, got shape {tuple(prompt.shape)}")
+        prompt = prompt.tolist()                                          # Python ints, floats or bools
+    if isinstance(prompt, (str, bytes)) or not isinstance(prompt, (list, tuple)):
+        raise ValueError(f"{where} must be a non-empty list of token ids, got {type(prompt).__name__}")
+    if len(prompt) == 0:
+        raise ValueError(f"{where} must be a non-empty list of token ids, got an empty one")
+    for j, t in enumerate(prompt):
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"{where}[{j}] is {t!r} ({type(t).__name__}): token ids must be ints "
+                            f"(round or cast explicitly; floats are not truncated)")
+    ids = [int(t) for t in prompt]
+    bad = [(j, t) for j, t in enumerate(ids) if not 0 <= t < vocab_size]
+    if bad:
+        shown = ", ".join(f"[{j}]={t}" for j, t in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise ValueError(f"{where} has {len(bad)} token id(s) outside [0, vocab_size={vocab_size}): {shown}")
+    if len(ids) + max_new_tokens > max_seq_len:
+        raise ValueError(f"{where} ({len(ids)} tokens) + {max_new_tokens} new tokens exceeds the model's context "
+                         f"max_seq_len={max_seq_len}: shorten the prompt or ask for fewer new tokens")
+    return ids
+
+
+def check_prompts(prompts, vocab_size: int, max_seq_len: int, max_new_tokens: int) -> list[list[int]]:
+    """``check_prompt`` for each of a non-empty list of prompts."""
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("prompts must be a non-empty list of token-id lists, e.g. [[1, 2, 3]]")
-    vocab = model.cfg.vocab_size
-    for i, p in enumerate(prompts):
-        if isinstance(p, torch.Tensor):
-            p = p.tolist()
-        if not isinstance(p, (list, tuple)) or len(p) == 0:
-            raise ValueError(f"prompts[{i}] must be a non-empty list of token ids")
-        if not all(isinstance(t, int) and 0 <= t < vocab for t in p):
-            raise ValueError(f"prompts[{i}] has ids outside [0, vocab_size={vocab})")
-        if len(p) + max_new_tokens > model.cfg.max_seq_len:
-            raise ValueError(f"prompts[{i}] ({len(p)} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
-                             f"max_seq_len={model.cfg.max_seq_len}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    return [check_prompt(p, vocab_size, max_seq_len, max_new_tokens, i) for i, p in enumerate(prompts)]
+
+
+def _check(model: Llama, prompts, max_new_tokens, temperature, top_k, top_p) -> list[list[int]]:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature, top_k, top_p)
+    return check_prompts(prompts, model.cfg.vocab_size, model.cfg.max_seq_len, max_new_tokens)
 
 
 @torch.inference_mode()
@@ -67,9 +105,8 @@ def decode_steps(model: Llama, prompts: Sequence[Sequence[int]], max_new_tokens:
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  use_cache: bool = True) -> Iterator[torch.Tensor]:
     """Yield the next token of every prompt ``(B,)`` at each step (``max_new_tokens`` steps at most)."""
-    _check(model, prompts, max_new_tokens, temperature, top_k, top_p)
+    prompts = _check(model, prompts, max_new_tokens, temperature, top_k, top_p)
     device = model.tok_embeddings.weight.device
-    prompts = [list(map(int, p)) for p in prompts]
     B, P = len(prompts), max(len(p) for p in prompts)
     tokens = torch.zeros(B, P, dtype=torch.long, device=device)
     valid = torch.zeros(B, P, dtype=torch.bool, device=device)         # False on left padding

@@ -77,6 +77,23 @@ def test_bad_values_raise_value_error_naming_the_field(overrides, field):
         ModelConfig.llama3_8b(**overrides)
 
 
+@pytest.mark.parametrize("field", ["rope_theta", "norm_eps"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e-5, True, "1e-5"])
+def test_rope_theta_and_norm_eps_must_be_finite_positive_numbers(field, value):
+    with pytest.raises(ValueError, match=f"ModelConfig.{field} must be a finite positive number"):
+        ModelConfig.tiny(**{field: value})
+
+
+def test_an_integer_rope_theta_is_stored_as_a_float():
+    assert ModelConfig.tiny(rope_theta=10_000).rope_theta == 10_000.0
+
+
+@pytest.mark.parametrize("field", ["factor", "low_freq_factor", "high_freq_factor"])
+def test_a_nan_rope_scaling_factor_raises_naming_it(field):
+    with pytest.raises(ValueError, match=f"RopeScaling.{field} must be a finite positive number"):
+        RopeScaling(**{field: float("nan")})
+
+
 def test_rope_scaling_validates_and_accepts_a_dict():
     with pytest.raises(ValueError, match="high_freq_factor"):
         RopeScaling(low_freq_factor=4, high_freq_factor=1)

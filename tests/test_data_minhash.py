@@ -9,6 +9,7 @@ from datasketch import MinHash, MinHashLSH
 from minillm.data.minhash import (candidate_pairs, candidate_probability, jaccard, lsh_params, minhash_clusters,
                                   minhash_dedup, minhash_signatures, minhash_signatures_reference, shingle_hashes,
                                   shingles, signatures_from_hashes)
+from minillm.data.line_dedup import line_dedup
 from minillm.data.plants import edit_to_jaccard
 
 WORDS = [f"w{i}" for i in range(5000)]
@@ -113,3 +114,18 @@ def test_empty_and_tiny_documents_do_not_break_dedup():
     assert minhash_dedup([]) == []
     assert minhash_dedup(["", "", "x"]) == [0, 2]
     assert shingles("a b") == ["a b"] and shingles("") == []
+
+
+@pytest.mark.parametrize("dedup", [minhash_dedup, minhash_clusters, minhash_signatures, minhash_signatures_reference,
+                                   line_dedup])
+def test_a_plain_string_is_a_type_error_not_a_list_of_one_character_documents(dedup):
+    with pytest.raises(TypeError, match="texts must be a sequence of documents.*single str of length 14.*list"):
+        dedup("a plain string")
+
+
+@pytest.mark.parametrize("texts, match", [([b"bytes doc"], r"texts\[0\] must be a str"),
+                                          (["ok", 3], r"texts\[1\] must be a str"),
+                                          ((t for t in ["a", "b"]), "list\\(...\\)")])
+def test_documents_that_are_not_strings_raise_naming_the_index(texts, match):
+    with pytest.raises(TypeError, match=match):
+        minhash_dedup(texts)

@@ -1,5 +1,6 @@
 """Generation: cache on/off, padding, sampling filters and stop tokens."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,29 @@ def test_bad_arguments_raise_naming_the_field(m, kwargs, match):
     kwargs = {"max_new_tokens": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         generate(m, **kwargs)
+
+
+def test_numpy_integer_and_tensor_prompts_give_the_tokens_of_int_prompts(m):
+    expected = generate(m, PROMPTS, 6)
+    assert generate(m, [[np.int64(t) for t in p] for p in PROMPTS], 6) == expected
+    assert generate(m, [np.array(p, dtype=np.int32) for p in PROMPTS], 6) == expected
+    assert generate(m, [torch.tensor(p) for p in PROMPTS], 6) == expected
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(prompts=[[1, 2], [3, 4.0]]), TypeError, r"prompts\[1\]\[1\] is 4.0 \(float\)"),
+    (dict(prompts=[[1, np.float32(2)]]), TypeError, r"prompts\[0\]\[1\]"),
+    (dict(prompts=[torch.tensor([1.0, 2.0])]), TypeError, r"prompts\[0\]\[0\] is 1.0"),
+    (dict(prompts=[[False, 2]]), TypeError, r"prompts\[0\]\[0\] is False \(bool\)"),
+    (dict(prompts=[[1, 101, 500]]), ValueError, r"2 token id\(s\) outside \[0, vocab_size=101\): \[1\]=101, \[2\]=500"),
+    (dict(prompts=["some text"]), ValueError, r"prompts\[0\] must be a non-empty list of token ids"),
+    (dict(prompts=[[1]], temperature=float("nan")), ValueError, "temperature must be a finite number"),
+    (dict(prompts=[[1]], top_p=float("nan")), ValueError, "top_p"),
+    (dict(prompts=[[1]], top_k=True), ValueError, "top_k"),
+])
+def test_bad_token_ids_and_nan_sampling_raise_naming_the_prompt_position_or_field(m, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        generate(m, **{"max_new_tokens": 4, **kwargs})
 
 
 def test_static_shape_decoder_gives_the_same_greedy_tokens(m):

@@ -1,5 +1,6 @@
 """LLMEngine (continuous batching, paged cache, parallel sampling, preemption) against ``minillm.generate``."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,6 +119,142 @@ def test_too_long_prompts_and_too_small_pools_raise_clear_errors(m):
 def test_bad_sampling_params_raise_a_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
+
+
+@pytest.mark.parametrize("field,value", [
+    ("temperature", float("nan")), ("temperature", float("inf")), ("temperature", "0.7"), ("n", True), ("n", 2.0),
+    ("top_p", float("nan")), ("top_p", 0.0), ("top_k", True), ("max_tokens", 1.5), ("stop", 3.0),
+])
+def test_nan_inf_bool_and_float_sampling_params_are_rejected_when_built_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"SamplingParams.{field} must be"):
+        SamplingParams(**{field: value})
+
+
+def test_numpy_integer_sampling_params_are_accepted_as_ints():
+    p = SamplingParams(n=np.int64(2), top_k=np.int32(5), max_tokens=np.int64(3), stop=[np.int64(7)])
+    assert (p.n, p.top_k, p.max_tokens, p.stop) == (2, 5, 3, (7,)) and type(p.n) is int
+
+
+def nan_params(max_tokens=20):
+    """Params that slip past validation (as a bug or a diverged model would): sampling raises in multinomial."""
+    params = SamplingParams(temperature=1.0, max_tokens=max_tokens)
+    object.__setattr__(params, "temperature", float("nan"))
+    return params
+
+
+def assert_empty(engine):
+    assert not engine.has_unfinished() and engine.requests == {}
+    engine.block_manager.check()
+    assert engine.block_manager.num_free == engine.num_blocks
+
+
+def test_a_request_whose_step_fails_is_aborted_and_later_requests_get_the_tokens_of_generate(m, reference):
+    engine = LLMEngine(m, num_blocks=32, block_size=4)
+    with pytest.raises(RuntimeError, match=r"prompts\[0\] was aborted") as error:
+        engine.generate([PROMPTS[1]], nan_params(), max_steps=STEPS)
+    assert isinstance(error.value.__cause__, RuntimeError)                # multinomial's own error, chained
+    assert_empty(engine)
+    assert ids(engine.generate(PROMPTS, GREEDY, max_steps=STEPS)) == reference
+
+
+def test_a_failing_request_in_a_batch_does_not_stop_the_others(m, reference):
+    engine = LLMEngine(m, num_blocks=32, block_size=4)
+    got, aborted = [[] for _ in PROMPTS], []
+    params = [nan_params()] + [GREEDY] * (len(PROMPTS) - 1)
+    for event in engine.stream([PROMPTS[0]] + PROMPTS[1:], params, max_steps=STEPS):
+        if event.finish_reason == "abort":
+            aborted.append((event.request_id, type(event.error)))
+        elif event.token_id is not None:
+            got[event.request_id].append(event.token_id)
+    assert aborted == [(0, RuntimeError)]
+    assert got[1:] == reference[1:]
+    assert_empty(engine)
+
+
+def test_a_failing_model_step_aborts_the_batch_and_the_engine_serves_the_next_one(m, reference, monkeypatch):
+    engine = LLMEngine(m, num_blocks=32, block_size=4)
+    forward = engine.runner.forward
+    monkeypatch.setattr(engine.runner, "forward", lambda *a: (_ for _ in ()).throw(MemoryError("out of memory")))
+    with pytest.raises(RuntimeError, match="MemoryError: out of memory"):
+        engine.generate(PROMPTS[:2], GREEDY, max_steps=STEPS)
+    assert_empty(engine)
+    monkeypatch.setattr(engine.runner, "forward", forward)
+    assert ids(engine.generate(PROMPTS, GREEDY, max_steps=STEPS)) == reference
+
+
+def test_abort_request_frees_a_queued_or_running_request(m, reference):
+    engine = LLMEngine(m, num_blocks=32, block_size=4)
+    running = engine.add_request(PROMPTS[0], SamplingParams(n=3, temperature=1.0, max_tokens=20))
+    engine.step()
+    queued = engine.add_request(PROMPTS[1], GREEDY)
+    assert {e.finish_reason for e in engine.abort_request(running)} == {"abort"}
+    engine.abort_request(queued)
+    out = engine.pop_request(running)
+    assert len(out.completions) == 3 and {c.finish_reason for c in out.completions} == {"abort"}
+    assert engine.pop_request(queued).completions[0].token_ids == []
+    assert_empty(engine)
+    assert ids(engine.generate(PROMPTS, GREEDY, max_steps=STEPS)) == reference
+
+
+def test_a_finished_streamed_request_leaves_the_engine_and_keeps_no_reference(m):
+    import gc
+    import weakref
+
+    engine = LLMEngine(m, num_blocks=32, block_size=4)
+    lengths = [3, 12]
+    refs, seen_gone = [], []
+    stream = engine.stream(PROMPTS[:2], [SamplingParams(temperature=0.0, max_tokens=n) for n in lengths],
+                           max_steps=STEPS)
+    for event in stream:
+        refs += [weakref.ref(s) for seqs in engine.requests.values() for s in seqs]
+        if event.finish_reason is not None:
+            seen_gone.append(len(engine.requests))                        # freed as soon as it finished
+    assert seen_gone == [1, 0]
+    del event, stream
+    gc.collect()
+    assert refs and all(r() is None for r in refs)
+    assert_empty(engine)
+
+
+def test_closing_a_stream_early_aborts_and_frees_its_requests(m, reference):
+    engine = LLMEngine(m, num_blocks=32, block_size=4)
+    stream = engine.stream(PROMPTS, GREEDY, max_steps=STEPS)
+    next(stream)
+    stream.close()
+    assert_empty(engine)
+    with pytest.raises(RuntimeError, match="max_steps=2"):
+        engine.generate(PROMPTS, GREEDY, max_steps=2)
+    assert_empty(engine)                                                # nothing left to fail the next call
+    assert ids(engine.generate(PROMPTS, GREEDY, max_steps=STEPS)) == reference
+
+
+def test_numpy_integer_prompts_give_the_same_tokens_and_tensor_prompts_too(m, reference):
+    engine = LLMEngine(m)
+    as_numpy = [[np.int64(t) for t in p] for p in PROMPTS]
+    assert ids(engine.generate(as_numpy, GREEDY, max_steps=STEPS)) == reference
+    assert ids(engine.generate([np.array(p) for p in PROMPTS], GREEDY, max_steps=STEPS)) == reference
+    assert ids(engine.generate([torch.tensor(p) for p in PROMPTS], GREEDY, max_steps=STEPS)) == reference
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (7.0, TypeError, r"prompts\[1\]\[2\] is 7.0 \(float\)"),
+    (True, TypeError, r"prompts\[1\]\[2\] is True \(bool\)"),
+    (101, ValueError, r"prompts\[1\] has 1 token id\(s\) outside \[0, vocab_size=101\): \[2\]=101"),
+    (-1, ValueError, r"\[2\]=-1"),
+])
+def test_bad_token_ids_are_rejected_naming_prompt_position_and_vocab(m, bad, error, match):
+    prompts = [[1, 2, 3], [4, 5, bad, 6]]
+    engine = LLMEngine(m)
+    with pytest.raises(error, match=match):
+        engine.generate(prompts, GREEDY, max_steps=STEPS)
+    assert_empty(engine)
+    with pytest.raises(error, match=match):
+        generate(m, prompts, 4)                                          # the same validator
+
+
+def test_params_that_are_not_sampling_params_raise_a_type_error(m):
+    with pytest.raises(TypeError, match="SamplingParams"):
+        LLMEngine(m).generate([[1, 2]], {"temperature": 0.0})
 
 
 @pytest.mark.parametrize("field,value", [("block_size", 0), ("max_num_seqs", 0), ("attn_impl", "flash")])

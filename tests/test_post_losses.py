@@ -39,6 +39,27 @@ def test_dpo_implicit_rewards_carry_no_gradient_and_the_loss_does():
     assert pc.grad.item() == pytest.approx(-0.5 * (1 - 1 / (1 + math.exp(-z))), rel=1e-6)
 
 
+@pytest.mark.parametrize("shapes", [[(3,), (3, 1), (3,), (3,)], [(3,), (3,), (3,), (2,)], [(3, 1)] * 4, [()] * 4])
+def test_dpo_loss_rejects_inputs_that_are_not_one_value_per_pair_naming_the_shapes(shapes):
+    tensors = [torch.zeros(s) for s in shapes]
+    with pytest.raises(ValueError, match=r"shape \(N,\).*policy_chosen_logps \(.*ref_rejected_logps \("):
+        dpo_loss(*tensors)
+
+
+def test_dpo_loss_of_n_pairs_is_n_losses():
+    losses, chosen, rejected = dpo_loss(*[torch.randn(5) for _ in range(4)])
+    assert losses.shape == chosen.shape == rejected.shape == (5,)
+
+
+def test_reward_loss_rejects_a_column_of_rewards_and_integer_rewards():
+    with pytest.raises(ValueError, match=r"chosen \(4,\), rejected \(4, 1\)"):
+        reward_loss(torch.zeros(4), torch.zeros(4, 1))
+    with pytest.raises(ValueError, match=r"margin \(4, 1\)"):
+        reward_loss(torch.zeros(4), torch.zeros(4), margin=torch.zeros(4, 1))
+    with pytest.raises(ValueError, match="chosen must be floating point"):
+        reward_loss(torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+
+
 def test_bradley_terry_loss_without_and_with_the_llama2_margin():
     chosen, rejected = torch.tensor([1.5, -0.2, 0.0]), torch.tensor([0.5, 0.3, 0.0])
     plain = reward_loss(chosen, rejected, reduction="none")

@@ -2,6 +2,7 @@
 against dequantize-then-matmul references (and against the GPU kernels where they run), and the report's policy."""
 
 import doctest
+import re
 
 import pytest
 import torch
@@ -288,3 +289,18 @@ def test_compare_logprobs_gives_perplexity_and_zero_kl_against_itself():
     new = torch.distributions.Categorical(logits=next_token_logprobs(model, tokens))
     assert moved["kl"] == pytest.approx(float(torch.distributions.kl_divergence(ref, new).mean()), rel=2e-3)
     assert moved["kl"] > 0 and 0 <= moved["top1_agree"] <= 1
+
+
+@pytest.mark.parametrize("quantize", [quantize_int8_absmax, quantize_fp8_rowwise])
+@pytest.mark.parametrize("x", [torch.arange(12).reshape(3, 4), torch.ones(3, 4, dtype=torch.int8),
+                               torch.ones(3, 4, dtype=torch.bool)], ids=["int64", "int8", "bool"])
+def test_integer_tensors_raise_a_type_error_naming_the_dtype(quantize, x):
+    with pytest.raises(TypeError, match=f"floating-point tensor .* got {x.dtype}"):
+        quantize(x)
+
+
+@pytest.mark.parametrize("quantize", [quantize_int8_absmax, quantize_fp8_rowwise])
+@pytest.mark.parametrize("shape", [(0,), (0, 4), (4, 0)])
+def test_empty_tensors_raise_a_value_error_naming_the_shape(quantize, shape):
+    with pytest.raises(ValueError, match=rf"input is empty \(shape {re.escape(str(shape))}\)"):
+        quantize(torch.empty(shape))

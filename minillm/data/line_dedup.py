@@ -12,6 +12,8 @@ import re
 from collections import Counter
 from typing import Sequence
 
+from minillm.data.minhash import check_documents
+
 _SPACE = re.compile(r"\s+")
 
 
@@ -34,6 +36,7 @@ def line_dedup(texts: Sequence[str], max_repeats: int = 6, bucket_size: int = 30
     Buckets are consecutive runs of ``bucket_size`` texts (shuffle first if order carries meaning). Shapes: a list of
     ``N`` strings in, ``N`` strings out (a text may become empty).
     """
+    check_documents(texts)
     if max_repeats < 1:
         raise ValueError(f"max_repeats must be >= 1, got {max_repeats}")
     if bucket_size < 1:

@@ -34,6 +34,20 @@ from datasketch import MinHash, MinHashLSH
 _M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)  # MurmurHash3 fmix32 multipliers (datasketch's pre-mix)
 
 
+def check_documents(texts, what: str = "texts") -> None:
+    """``TypeError`` unless ``texts`` is a sequence of strings: a plain string would be taken for a list of
+    one-character documents and "deduplicated" character by character."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{what} must be a sequence of documents (e.g. a list of str), got a single "
+                        f"{type(texts).__name__} of length {len(texts)}: wrap it in a list")
+    if not hasattr(texts, "__len__") or not hasattr(texts, "__getitem__"):
+        raise TypeError(f"{what} must be a sequence of documents (e.g. a list of str), got {type(texts).__name__}: "
+                        f"materialise an iterator with list(...)")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] must be a str (one document), got {type(text).__name__}")
+
+
 def shingles(text: str, ngram: int = 5) -> list[str]:
     """Word ``ngram``-shingles of ``text`` (whitespace-split, lower-cased); one shingle for shorter texts."""
     words = text.lower().split()
@@ -102,12 +116,14 @@ def signatures_from_hashes(hashes: Sequence[np.ndarray], num_perm: int = 112, se
 
 def minhash_signatures(texts: Sequence[str], num_perm: int = 112, ngram: int = 5, seed: int = 1) -> np.ndarray:
     """Batched MinHash signatures of ``texts``: ``(len(texts), num_perm)`` uint32, equal to datasketch's."""
+    check_documents(texts)
     return signatures_from_hashes([shingle_hashes(t, ngram) for t in texts], num_perm, seed)
 
 
 def minhash_signatures_reference(texts: Sequence[str], num_perm: int = 112, ngram: int = 5,
                                  seed: int = 1) -> np.ndarray:
     """The plain loop: one ``datasketch.MinHash`` per document, ``update`` once per shingle. Shape as above."""
+    check_documents(texts)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     for i, text in enumerate(texts):
         m = MinHash(num_perm=num_perm, seed=seed)
@@ -201,6 +217,7 @@ def minhash_clusters(texts: Sequence[str], threshold: float = 0.8, num_perm: int
     ``signatures``: precomputed ``(len(texts), num_perm)`` values (e.g. from ``minhash_signatures_reference``), so
     different signature code paths share the LSH and clustering steps. ``backend``: see ``candidate_pairs``.
     """
+    check_documents(texts)
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     bands, rows = lsh_params(threshold, num_perm, bands)

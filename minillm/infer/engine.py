@@ -4,12 +4,17 @@
     outs = engine.generate(["The capital of France is"], SamplingParams(n=4, temperature=0.8, max_tokens=32))
     outs[0].completions[2].text
     for event in engine.stream(prompts, params): ...               # tokens as they are sampled
+    rid = engine.add_request(ids, params); engine.step(); engine.abort_request(rid); engine.pop_request(rid)
 
 Each ``step()``: the scheduler picks the batch (``scheduler.py``), the engine does the copy-on-write copies, the
 runner computes the batch's new tokens through the paged cache (``model_runner.py``), and the sequences whose last
 token was computed sample one token each. When a prompt with ``n > 1`` finishes its prefill, it forks ``n − 1``
 children sharing its blocks (vLLM §4.4) that sample from the same logits: the prompt is computed and stored once —
 the rejection-sampling setting in which the Llama 3 report (§6.2, seed 3.2) credits PagedAttention with over 2×.
+
+Requests are checked once, when added (``minillm.generate.check_prompt``, ``SamplingParams``); a step that still
+raises for a request aborts it (``finish_reason="abort"``, its ``error`` kept) and frees its blocks, so one bad
+request never blocks the queue behind it.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from typing import Iterator, Sequence as Seq
 
 import torch
 
-from minillm.generate import sample_next
+from minillm.generate import check_prompt, sample_next
 from minillm.infer.block_manager import BlockManager
 from minillm.infer.model_runner import ModelRunner
 from minillm.infer.scheduler import Scheduler, SchedulerConfig
-from minillm.infer.sequence import SamplingParams, Sequence, check_prompt
+from minillm.infer.sequence import SamplingParams, Sequence, Status
 from minillm.model.llama import Llama
 
 
@@ -69,25 +74,28 @@ class Completion:
 
     token_ids: list[int]
     text: str | None
-    finish_reason: str            # "stop" (a stop token) or "length" (max_tokens)
+    finish_reason: str            # "stop" (a stop token), "length" (max_tokens) or "abort"
 
 
 @dataclass
 class RequestOutput:
     prompt_token_ids: list[int]
     completions: list[Completion] = field(default_factory=list)
+    error: Exception | None = None        # set when a step failed for this request (it was aborted)
 
 
 @dataclass
 class StreamEvent:
     """A token sampled for completion ``sample_index`` of prompt ``request_id`` (``token_id`` is None when a stop token
-    ended it); ``text`` is the new text it adds; ``finish_reason`` is set on its last event."""
+    ended it); ``text`` is the new text it adds; ``finish_reason`` is set on its last event: "abort" when the request
+    was aborted, with ``error`` the exception that made a step fail for it (None: aborted by the caller)."""
 
     request_id: int
     sample_index: int
     token_id: int | None
     text: str
     finish_reason: str | None
+    error: Exception | None = None
 
 
 class LLMEngine:
@@ -126,13 +134,19 @@ class LLMEngine:
         return max(1, min(full, cfg.cpu_kv_bytes // per_block))
 
     # ---------------------------------------------------------------- requests
-    def _check(self, prompt, params) -> tuple[list[int], SamplingParams]:
-        params = params or SamplingParams()
+    def _check(self, prompt, params, index: int = 0) -> tuple[list[int], SamplingParams]:
+        """The one check of a request at the engine's edge: ``prompts[index]`` (text or token ids, see
+        ``minillm.generate.check_prompt``) and its ``SamplingParams`` (validated when built); everything after trusts
+        them."""
+        params = SamplingParams() if params is None else params
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params of prompts[{index}] must be a SamplingParams (or None for the defaults), got "
+                            f"{type(params).__name__}")
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("a text prompt needs LLMEngine(..., tokenizer=...); or pass token ids")
             prompt = self.tokenizer.encode(prompt)
-        ids = check_prompt(prompt, self.model.cfg.vocab_size, self.model.cfg.max_seq_len, params.max_tokens)
+        ids = check_prompt(prompt, self.model.cfg.vocab_size, self.model.cfg.max_seq_len, params.max_tokens, index)
         need = self.block_manager.num_blocks_for(len(ids) + params.max_tokens)
         if need > self.num_blocks:
             raise ValueError(f"the KV pool ({self.num_blocks} blocks of {self.config.block_size} tokens) is too small "
@@ -141,8 +155,11 @@ class LLMEngine:
         return ids, params
 
     def add_request(self, prompt: Seq[int] | str, params: SamplingParams | None = None) -> int:
-        """Queue one prompt (token ids, or text with a tokenizer); returns its request id."""
-        ids, params = self._check(prompt, params)
+        """Queue one prompt (token ids, or text with a tokenizer); returns its request id. Its sequences stay in
+        ``requests`` until ``pop_request`` (``generate`` and ``stream`` pop theirs)."""
+        return self._queue(*self._check(prompt, params))
+
+    def _queue(self, ids: list[int], params: SamplingParams) -> int:
         stop = set(params.stop)
         if self.tokenizer is not None and not params.ignore_eos:
             stop |= set(getattr(self.tokenizer, "stop_ids", []))
@@ -156,10 +173,42 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
+    def is_finished(self, request_id: int) -> bool:
+        """Every completion of the request has ended (children not forked yet count as unfinished)."""
+        seqs = self.requests[request_id]
+        return seqs[0].pending_forks == 0 and all(s.status is Status.FINISHED for s in seqs)
+
+    def abort_request(self, request_id: int, error: Exception | None = None) -> list[StreamEvent]:
+        """Stop a request wherever its sequences are (queued or running: their blocks are freed); ``error`` records
+        why. Returns an ``"abort"`` event per completion that was still going. The request stays in ``requests``
+        (with its error) until ``pop_request``."""
+        events = []
+        for seq in self.requests.get(request_id, []):
+            if seq.status is not Status.FINISHED:
+                self.scheduler.abort(seq)
+                seq.error = error
+                events.append(StreamEvent(seq.request_id, seq.sample_index, None, "", "abort", error))
+        if request_id in self.requests:
+            self.requests[request_id][0].pending_forks = 0                   # its children will never be forked
+        return events
+
+    def pop_request(self, request_id: int) -> RequestOutput:
+        """Remove a request from the engine (aborting what is left of it) and return its output."""
+        self.abort_request(request_id)
+        seqs = sorted(self.requests.pop(request_id), key=lambda s: s.sample_index)
+        error = next((s.error for s in seqs if s.error is not None), None)
+        return RequestOutput(seqs[0].token_ids[:seqs[0].prompt_len], [
+            Completion(s.output_ids, s.text if self.tokenizer is not None else None, s.finish_reason)
+            for s in seqs], error)
+
     # ---------------------------------------------------------------- one step
     @torch.inference_mode()
     def step(self) -> list[StreamEvent]:
-        """Schedule, run the model once, sample; returns the tokens sampled in this step."""
+        """Schedule, run the model once, sample; returns the tokens sampled in this step.
+
+        An exception in the model step aborts the requests of the batch (it cannot tell whose fault it was), one in
+        sampling or decoding aborts the requests of that sampling group; either way with the exception as their
+        ``error``, so the engine stays consistent and serves the other requests."""
         t0 = time.perf_counter()
         batch = self.scheduler.schedule()
         if not batch.seqs:
@@ -171,9 +220,12 @@ class LLMEngine:
         for seq, n in zip(batch.seqs, batch.num_new):
             done = seq.num_computed + n == seq.num_tokens
             work.append((seq.token_ids, seq.num_computed, n, self.block_manager.table(seq.seq_id), done))
-        step_input, sampled = self.runner.prepare(work)
-        t1 = time.perf_counter()
-        logits = self.runner.forward(step_input)                                  # (len(sampled), vocab)
+        try:
+            step_input, sampled = self.runner.prepare(work)
+            t1 = time.perf_counter()
+            logits = self.runner.forward(step_input)                              # (len(sampled), vocab)
+        except Exception as err:
+            return self._abort_all({seq.request_id for seq in batch.seqs}, err)
         t2 = time.perf_counter()
         for seq, n in zip(batch.seqs, batch.num_new):
             seq.num_computed += n
@@ -190,13 +242,20 @@ class LLMEngine:
             members += seqs
         events = []
         for (temperature, top_k, top_p), (rows, members) in groups.items():
-            picked = logits[torch.tensor(rows, device=logits.device)]         # (len(rows), vocab)
-            tokens = sample_next(picked, temperature, top_k, top_p, self.generator).tolist()
-            events += [self._append(seq, token) for seq, token in zip(members, tokens)]
+            try:
+                picked = logits[torch.tensor(rows, device=logits.device)]     # (len(rows), vocab)
+                tokens = sample_next(picked, temperature, top_k, top_p, self.generator).tolist()
+                for seq, token in zip(members, tokens):
+                    events.append(self._append(seq, token))
+            except Exception as err:                                        # e.g. NaN logits in multinomial
+                events += self._abort_all({seq.request_id for seq in members}, err)
         t3 = time.perf_counter()
         for phase, seconds in (("host", t1 - t0), ("model", t2 - t1), ("sample", t3 - t2)):
             self.phase_seconds[phase] += seconds
         return events
+
+    def _abort_all(self, request_ids: set[int], error: Exception) -> list[StreamEvent]:
+        return [event for rid in sorted(request_ids) for event in self.abort_request(rid, error)]
 
     def _fork(self, parent: Sequence) -> list[Sequence]:
         """After the prompt's prefill: ``n − 1`` children sharing the parent's blocks (copy-on-write later)."""
@@ -226,12 +285,14 @@ class LLMEngine:
 
     # ---------------------------------------------------------------- batch API
     def _add_all(self, prompts, params) -> list[int]:
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)):
+            raise ValueError(f"prompts must be a list of prompts (token-id lists or strings), got "
+                             f"{type(prompts).__name__}")
         params_list = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
         if len(params_list) != len(prompts):
             raise ValueError(f"got {len(params_list)} SamplingParams for {len(prompts)} prompts")
-        for prompt, p in zip(prompts, params_list):
-            self._check(prompt, p)                                   # all valid before any is queued
-        return [self.add_request(prompt, p) for prompt, p in zip(prompts, params_list)]
+        checked = [self._check(prompt, p, i) for i, (prompt, p) in enumerate(zip(prompts, params_list))]
+        return [self._queue(ids, p) for ids, p in checked]                 # all valid before any is queued
 
     def _run(self, max_steps: int | None) -> Iterator[StreamEvent]:
         steps = 0
@@ -244,25 +305,37 @@ class LLMEngine:
     def stream(self, prompts: Seq[Seq[int] | str], params: SamplingParams | Seq[SamplingParams] | None = None,
                max_steps: int | None = None) -> Iterator[StreamEvent]:
         """Queue ``prompts`` and yield every sampled token until all are done; an event's ``request_id`` is its
-        prompt's index in ``prompts``. ``max_steps`` bounds the loop (``RuntimeError`` past it)."""
+        prompt's index in ``prompts``. ``max_steps`` bounds the loop (``RuntimeError`` past it). A request leaves the
+        engine as soon as it finishes; closing the stream early aborts and removes the rest."""
         index = {rid: i for i, rid in enumerate(self._add_all(prompts, params))}
-        for event in self._run(max_steps):
-            if event.request_id in index:
-                event.request_id = index[event.request_id]
-                yield event
+        try:
+            for event in self._run(max_steps):
+                rid = event.request_id
+                if rid in index:
+                    event.request_id = index[rid]
+                    if event.finish_reason is not None and self.is_finished(rid):
+                        self.requests.pop(rid)                           # free it now: no reference kept
+                        del index[rid]
+                    yield event
+        finally:
+            for rid in index:
+                self.pop_request(rid)
 
     def generate(self, prompts: Seq[Seq[int] | str], params: SamplingParams | Seq[SamplingParams] | None = None,
                  max_steps: int | None = None) -> list[RequestOutput]:
-        """Per prompt, its ``n`` completions (in sample order). ``max_steps`` as in ``stream``."""
+        """Per prompt, its ``n`` completions (in sample order). ``max_steps`` as in ``stream``. If a step failed for
+        a request, the others still finish, then a ``RuntimeError`` naming that prompt is raised from its error;
+        nothing of this call is left in the engine either way."""
         rids = self._add_all(prompts, params)
-        for _ in self._run(max_steps):
-            pass
-        outs = []
-        for rid in rids:
-            seqs = sorted(self.requests.pop(rid), key=lambda s: s.sample_index)
-            outs.append(RequestOutput(seqs[0].token_ids[:seqs[0].prompt_len], [
-                Completion(s.output_ids, s.text if self.tokenizer is not None else None, s.finish_reason)
-                for s in seqs]))
+        try:
+            for _ in self._run(max_steps):
+                pass
+        finally:
+            outs = [self.pop_request(rid) for rid in rids]
+        for i, out in enumerate(outs):
+            if out.error is not None:
+                raise RuntimeError(f"prompts[{i}] was aborted: a step failed for it with "
+                                   f"{type(out.error).__name__}: {out.error}") from out.error
         return outs
 
     # ---------------------------------------------------------------- statistics

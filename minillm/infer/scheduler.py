@@ -82,6 +82,14 @@ class Scheduler:
         self.running.remove(seq)
         seq.status, seq.finish_reason = Status.FINISHED, reason
 
+    def abort(self, seq: Sequence, reason: str = "abort") -> None:
+        """Drop a sequence wherever it is (waiting, or running with blocks); a finished one is left as it is."""
+        if seq.status is Status.RUNNING:
+            self.finish(seq, reason)
+        elif seq.status is Status.WAITING:
+            self.waiting.remove(seq)
+            seq.status, seq.finish_reason = Status.FINISHED, reason
+
     def schedule(self) -> ScheduledBatch:
         cfg, bm, batch = self.config, self.bm, ScheduledBatch()
         budget = cfg.max_num_batched_tokens

@@ -11,8 +11,10 @@ that cheap when its blocks were not evicted meanwhile).
 from __future__ import annotations
 
 import enum
+import numbers
 from dataclasses import dataclass, field
-from typing import Sequence as Seq
+
+from minillm.generate import check_sampling
 
 
 @dataclass(frozen=True)
@@ -34,21 +36,27 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"SamplingParams.n must be a positive int, got {self.n!r}")
-        if self.temperature < 0:
-            raise ValueError(f"SamplingParams.temperature must be >= 0 (0 is greedy), got {self.temperature}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ValueError(f"SamplingParams.top_k must be None or an int >= 1, got {self.top_k!r}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"SamplingParams.top_p must be None or in (0, 1], got {self.top_p}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"SamplingParams.max_tokens must be a positive int, got {self.max_tokens!r}")
-        if isinstance(self.stop, int):
-            object.__setattr__(self, "stop", (self.stop,))
-        if not all(isinstance(t, int) for t in self.stop):
+        """Validate every field once, here: the engine trusts them afterwards (a NaN temperature would otherwise
+        fail inside ``torch.multinomial`` at a later step)."""
+        for name in ("n", "max_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                what = "completions per prompt" if name == "n" else "new tokens per completion"
+                raise ValueError(f"SamplingParams.{name} must be a positive int ({what}), got {value!r}")
+            object.__setattr__(self, name, int(value))
+        check_sampling(self.temperature, self.top_k, self.top_p, owner="SamplingParams.")
+        if self.top_k is not None:
+            object.__setattr__(self, "top_k", int(self.top_k))
+        object.__setattr__(self, "temperature", float(self.temperature))
+        if self.top_p is not None:
+            object.__setattr__(self, "top_p", float(self.top_p))
+        stop = (self.stop,) if isinstance(self.stop, numbers.Integral) else self.stop
+        if not isinstance(stop, (list, tuple, set, frozenset)) or not all(
+                isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in stop):
             raise ValueError(f"SamplingParams.stop must be token ids (ints), got {self.stop!r}; encode strings first")
-        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop", tuple(int(t) for t in stop))
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"SamplingParams.ignore_eos must be a bool, got {self.ignore_eos!r}")
 
 
 class Status(enum.Enum):
@@ -71,8 +79,9 @@ class Sequence:
     num_computed: int = 0
     pending_forks: int = 0     # children still to fork from this parent once its prompt is prefilled
     status: Status = Status.WAITING
-    finish_reason: str | None = None
+    finish_reason: str | None = None     # "stop", "length" or "abort" (see error)
     text: str = field(default="", repr=False)
+    error: Exception | None = None       # why an aborted sequence's request failed (None: aborted by the caller)
 
     @property
     def num_tokens(self) -> int:
@@ -86,16 +95,3 @@ class Sequence:
     def is_prefill(self) -> bool:
         """More than the last token still lacks KV (a prompt, or a sequence being recomputed after preemption)."""
         return self.num_tokens - self.num_computed > 1
-
-
-def check_prompt(prompt: Seq[int], vocab_size: int, max_seq_len: int, max_tokens: int) -> list[int]:
-    """A prompt as a list of ints, or a ``ValueError`` saying what is wrong with it."""
-    ids = [int(t) for t in prompt]
-    if not ids:
-        raise ValueError("a prompt must have at least one token")
-    if not all(0 <= t < vocab_size for t in ids):
-        raise ValueError(f"prompt has token ids outside [0, vocab_size={vocab_size})")
-    if len(ids) + max_tokens > max_seq_len:
-        raise ValueError(f"prompt of {len(ids)} tokens + max_tokens={max_tokens} exceeds the model's context "
-                         f"max_seq_len={max_seq_len}: shorten the prompt or lower max_tokens")
-    return ids

@@ -28,14 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.post.data import PreferenceTriple
-from minillm.post.sft import (check_run_config, optimizer_and_schedule, optimizer_step, response_example,
-                              shuffled_cycle)
+from minillm.post.sft import (check_per_pair, check_run_config, optimizer_and_schedule, optimizer_step,
+                              response_example, shuffled_cycle)
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
              ref_rejected_logps: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair DPO losses ``(N,)`` (eq. 7) and the implicit rewards ``β·(log π_θ − log π_ref)`` of the chosen and
     rejected responses ``(N,)`` each (detached). Inputs: summed log-probabilities ``(N,)``."""
+    check_per_pair(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
+                   ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
     chosen_logratios = policy_chosen_logps - ref_chosen_logps             # (N,)
     rejected_logratios = policy_rejected_logps - ref_rejected_logps       # (N,)
     losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))

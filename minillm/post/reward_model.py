@@ -27,8 +27,8 @@ from torch import nn
 
 from minillm.model.attention import causal_mask
 from minillm.post.data import PreferenceTriple
-from minillm.post.sft import (check_run_config, optimizer_and_schedule, optimizer_step, response_example,
-                              shuffled_cycle)
+from minillm.post.sft import (check_per_pair, check_run_config, optimizer_and_schedule, optimizer_step,
+                              response_example, shuffled_cycle)
 
 
 class RewardModel(nn.Module):
@@ -80,8 +80,8 @@ def reward_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tens
                 reduction: str = "mean") -> torch.Tensor:
     """Bradley-Terry loss ``−log σ(r_c − r_r − m)`` of rewards ``(N,)`` each (Llama 2 eq. 1 with its margin;
     ``margin=None`` is Llama 3's loss). ``reduction``: ``"mean"`` or ``"none"`` (``(N,)``)."""
-    if chosen.shape != rejected.shape:
-        raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} rewards differ in shape")
+    per_pair_margin = isinstance(margin, torch.Tensor) and margin.ndim > 0
+    check_per_pair(chosen=chosen, rejected=rejected, **({"margin": margin} if per_pair_margin else {}))
     diff = chosen - rejected - (0.0 if margin is None else margin)      # (N,)
     losses = -F.logsigmoid(diff)
     if reduction == "none":

@@ -144,6 +144,22 @@ def optimizer_and_schedule(model: nn.Module, steps: int, lr: float, warmup_steps
     return make_optimizer(model, OptimConfig(weight_decay=weight_decay)), LRSchedule(lr, warmup_steps, steps, final_lr)
 
 
+def check_per_pair(**tensors: torch.Tensor) -> None:
+    """The one check of the tensors going into a pairwise loss (DPO, Bradley-Terry): each a floating tensor of shape
+    ``(N,)``, one value per pair, all with the same ``N``; a ``ValueError`` naming every shape otherwise. Without it
+    a ``(N, 1)`` beside a ``(N,)`` broadcasts silently into an ``(N, N)`` loss."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (N,), got {type(t).__name__}")
+    shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in tensors.items())
+    if any(t.ndim != 1 for t in tensors.values()) or len({t.shape for t in tensors.values()}) > 1:
+        raise ValueError(f"expected one value per pair, every tensor of the same shape (N,); got {shapes}: "
+                         f"squeeze a trailing dimension of size 1 (t.squeeze(-1)) or align the batches")
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be floating point (log-probabilities or rewards), got {t.dtype}")
+
+
 def check_run_config(cfg, counts: Sequence[str]) -> None:
     """Validate a post-training run config: the fields ``counts`` are positive ints, and ``lr``, ``warmup_steps``,
     ``steps`` and ``final_lr`` make a valid ``LRSchedule`` (its own checks, reported under the config's name)."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minillm.quant.int8 import absmax, check_finite
+from minillm.quant.int8 import absmax, check_quantizable
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0          # torch.finfo(torch.float8_e4m3fn).max
@@ -49,8 +49,7 @@ def quantize_fp8_rowwise(x: torch.Tensor, scale_ub: float | None = SCALE_UB,
     """
     if scale_ub is not None and scale_ub <= 0:
         raise ValueError(f"scale_ub must be positive (the report uses 1200) or None for no cap, got {scale_ub}")
-    if check:
-        check_finite(x)
+    check_quantizable(x, check)
     amax = absmax(x, dim=-1)                                              # (..., 1) fp32, >= EPS
     if scale_ub is not None:
         amax = amax.clamp(max=scale_ub)                                   # the cap: outliers above it saturate

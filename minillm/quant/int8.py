@@ -35,6 +35,21 @@ def check_finite(x: torch.Tensor, what: str = "input") -> None:
                          f"max|x| and would be NaN or 0: find where they arise (an fp16 overflow?) before quantizing")
 
 
+def check_quantizable(x: torch.Tensor, check: bool = True, what: str = "input") -> None:
+    """The one check of a tensor entering a quantizer: a non-empty floating-point tensor (``TypeError`` /
+    ``ValueError`` otherwise: an integer tensor or an empty one would fail deep inside ``torch.linalg``), and, when
+    ``check``, finite (``check_finite``, a host sync on GPUs)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor (fp32, bf16 or fp16 weights or activations), got "
+                        f"{x.dtype}: token ids or already quantized codes cannot be quantized (cast with .float())")
+    if x.numel() == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(x.shape)}): there is no max|x| to take a scale from")
+    if check:
+        check_finite(x, what)
+
+
 def absmax(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """max|x| in fp32, over the whole tensor (a 0-d tensor) or along ``dim`` (kept with size 1), at least EPS.
 
@@ -62,8 +77,7 @@ def quantize_int8_absmax(x: torch.Tensor, dim: int | None = None,
     >>> dequantize_int8(q, scale)
     tensor([ 1.1906, -0.5102, -4.2945,  1.1906, -3.1039,  0.8079,  2.3811,  5.4000])
     """
-    if check:
-        check_finite(x)
+    check_quantizable(x, check)
     scale = INT8_MAX / absmax(x, dim)                                     # () or x.shape with dim -> 1
     q = (x.float() * scale).round().clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
     return q, scale
