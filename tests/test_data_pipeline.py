@@ -1,6 +1,9 @@
 """The whole curation pipeline on a planted crawl: each stage meets its precision/recall target (issue "Done when")."""
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -113,6 +116,31 @@ def test_extraction_in_worker_processes_equals_one_process(run):
     shards = [(pages[i:i + 30], PIPELINE.max_page_bytes) for i in range(0, len(pages), 30)]
     serial = _map(_extract_shard, shards, PipelineConfig(workers=1), "x", False)
     assert _map(_extract_shard, shards, PipelineConfig(workers=2), "x", False) == serial
+
+
+KILL_A_WORKER = textwrap.dedent("""
+    import os, signal
+    from minillm.data.pipeline import PipelineConfig, _map
+
+    def shard(items):                       # the planted shard [3] dies as the OOM killer would kill it
+        if items == [3]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return items
+
+    try:
+        _map(shard, [[i] for i in range(6)], PipelineConfig(workers=2), "planted", False)
+    except RuntimeError as err:
+        print("RAISED:", err)
+""")
+
+
+def test_a_killed_worker_raises_an_error_naming_the_fix_instead_of_hanging():
+    try:       # a subprocess, so that a hanging pool ends with the timeout instead of hanging the test session
+        done = subprocess.run([sys.executable, "-c", KILL_A_WORKER], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the pipeline hung for 60 s after one of its worker processes was killed")
+    assert "RAISED:" in done.stdout, done.stdout + done.stderr
+    assert "'planted' stage died" in done.stdout and "workers=1" in done.stdout
 
 
 def test_cli_build_fast_passes_the_fast_sizes_and_prints_the_table(run, monkeypatch, capsys, tmp_path):

@@ -246,6 +246,50 @@ def test_shape_mismatches_and_extra_tensors_are_refused(tmp_path):
         load_pretrained(tmp_path)
 
 
+def _cut(path, keep: int) -> None:
+    """Keep the first ``keep`` bytes of ``path`` (``keep < 0``: drop the last ``-keep``), as an interrupted
+    download or save leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+@pytest.mark.parametrize("keep", [4096, 200_000])
+def test_a_truncated_gguf_is_named_as_truncated(keep, tmp_path):
+    try:
+        source = smollm2_gguf_path()
+    except ImportError as err:
+        pytest.skip(str(err))
+    with open(source, "rb") as f:                       # the first bytes of a real GGUF: magic, header, metadata
+        (tmp_path / "cut.gguf").write_bytes(f.read(keep))
+    with pytest.raises(ValueError, match=r"cut\.gguf .*is truncated or corrupt: reading it as GGUF"):
+        load_pretrained(tmp_path / "cut.gguf")
+
+
+def test_a_gguf_cut_inside_its_tensor_data_is_named_as_truncated(tmp_path):
+    path = write_gguf(random_llama(), tmp_path / "m.gguf")
+    _cut(path, -100)
+    with pytest.raises(ValueError, match=r"m\.gguf .*is truncated or corrupt: reading it as GGUF"):
+        load_pretrained(path)
+
+
+@pytest.mark.parametrize("keep", [4, 100, -10])
+def test_a_truncated_safetensors_file_is_named_with_its_path(keep, tmp_path):
+    save_pretrained(random_llama(), None, tmp_path)
+    _cut(tmp_path / "model.safetensors", keep)
+    with pytest.raises(ValueError, match=r"model\.safetensors .*is truncated or corrupt: reading it as safetensors"):
+        load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("text, problem", [('{"model_type": "llama", ', "not JSON"),
+                                           ("\xff\xfe garbage", "not JSON"), ("[1, 2]", "holds a JSON list")])
+def test_a_corrupt_config_json_is_named_with_its_path(text, problem, tmp_path):
+    save_pretrained(random_llama(), None, tmp_path)
+    (tmp_path / "config.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=f"config\\.json (is corrupt or truncated: )?{problem}") as info:
+        load_pretrained(tmp_path)
+    assert str(tmp_path / "config.json") in str(info.value)
+
+
 def test_cached_smollm2_folder_is_the_gguf_model(smollm):
     from minillm.model.load import load_smollm2
     _, model, tok = smollm

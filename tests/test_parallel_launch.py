@@ -14,6 +14,8 @@ import atexit
 import functools
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -204,6 +206,42 @@ def test_a_run_that_hangs_everywhere_is_killed_at_the_launch_timeout(tmp_path):
     while time.time() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
     assert not any(_alive(p) for p in pids), "worker processes survived the launcher's kill"
+
+
+INTERRUPTED = """import sys
+from minillm.parallel import LaunchConfig, torchrun
+torchrun(sys.argv[1], [sys.argv[2]], LaunchConfig(nproc=2, timeout_s=300, comm_timeout_s=5), out_dir=sys.argv[2])
+"""
+
+
+def test_an_interrupted_launch_stops_torchrun_and_its_workers_and_reraises(tmp_path):
+    from minillm.parallel.launch import _descendants
+
+    script = tmp_path / "hang.py"
+    script.write_text(HANG)
+    launcher = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(script), str(tmp_path)],
+                                stderr=subprocess.PIPE, text=True)
+    tree: list[int] = []
+    try:
+        deadline = time.time() + 90                      # the launcher imports torch, then both ranks start
+        while time.time() < deadline and not all((tmp_path / f"pid{r}").exists() for r in range(2)):
+            assert launcher.poll() is None, launcher.communicate()[1]
+            time.sleep(0.2)
+        time.sleep(0.5)                                  # both pid files written in full
+        tree = sorted({*_descendants(launcher.pid), *(int((tmp_path / f"pid{r}").read_text()) for r in range(2))})
+        assert len(set(tree)) >= 3                       # torchrun and its two workers
+        launcher.send_signal(signal.SIGINT)              # what a notebook's interrupt button sends the kernel
+        _, err = launcher.communicate(timeout=30)
+        assert "KeyboardInterrupt" in err, err           # re-raised to the caller
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in tree):
+            time.sleep(0.1)
+        assert not [p for p in tree if _alive(p)], "torchrun or a worker outlived the interrupted launch"
+    finally:                                             # never leave this test's processes behind, fix or no fix
+        for pid in [launcher.pid, *tree]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        launcher.wait()
 
 
 def _alive(pid: int) -> bool:

@@ -1,7 +1,9 @@
 """Post-training data splits, rejection sampling's choice, and a tiny end-to-end round (RM → RS → SFT → DPO → RLOO)."""
 
 import copy
+import math
 import zlib
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +12,9 @@ from minillm import Llama, ModelConfig, generate
 from minillm.post import (DataConfig, DPOConfig, PostTrainSpec, QualityConfig, RejectionConfig, RewardConfig,
                           RewardModel, RLOOConfig, SFTConfig, build_post_data, eval_prompt, evaluate_accuracy,
                           rejection_sample, reward_scores, run_post_training, score_response)
+from minillm.post import loop
 from minillm.post.data import canonical_response, extract_final_answer
+from minillm.post.loop import wilson_interval
 from minillm.tokenizer import train_bpe
 
 
@@ -85,10 +89,30 @@ def test_accuracy_is_greedy_decoding_checked_by_reasoning_gym(base, tok, data):
     result = evaluate_accuracy(base, tok, data.test, max_tokens=6)
     prompts = [tok.encode_chat(eval_prompt(i)) for i in data.test]
     outs = generate(base, prompts, 6, stop_tokens=[tok.eot_id])                 # the plain decoding loop
-    right = sum(score_response(i, tok.decode([t for t in o if t != tok.eot_id])) == 1.0
-                for i, o in zip(data.test, outs))
-    assert result["acc"] == right / len(data.test) and result["n"] == len(data.test)
-    assert 0 <= result["low"] <= result["acc"] <= result["high"] <= 1
+    texts = [tok.decode([t for t in o if t != tok.eot_id]) for o in outs]
+    assert result["responses"] == texts                                          # greedy, as generate() decodes
+    assert result["correct"] == [score_response(i, t) == 1.0 for i, t in zip(data.test, texts)]
+    assert result["acc"] == sum(result["correct"]) / len(data.test) and result["n"] == len(data.test)
+
+
+def test_accuracy_counts_exactly_the_planted_right_answers_with_their_wilson_interval(tok, data, monkeypatch):
+    right = {0, 3, 4, 9}                                                         # 4 of the 12 test problems
+    wrong = ["I do not know.", "The answer is 1/1000003."]
+    texts = [canonical_response(item) if k in right else wrong[k % 2] for k, item in enumerate(data.test)]
+    assert [score_response(i, t) == 1.0 for i, t in zip(data.test, texts)] == [k in right for k in range(12)]
+    calls = []
+
+    def planted(model, tokenizer, prompts, n, temperature, max_tokens):         # what the model "wrote"
+        calls.append(dict(prompts=prompts, n=n, temperature=temperature))
+        return [[SimpleNamespace(text=t)] for t in texts]
+
+    monkeypatch.setattr(loop, "sample_completions", planted)
+    result = evaluate_accuracy(None, tok, data.test, max_tokens=6)
+    assert calls == [dict(prompts=[eval_prompt(i) for i in data.test], n=1, temperature=0.0)]     # greedy, once
+    assert result["correct"] == [k in right for k in range(12)] and result["acc"] == 4 / 12
+    assert (result["low"], result["high"]) == pytest.approx((0.13812, 0.60938), abs=1e-5)  # Wilson 1927, 4 of 12
+    assert result["examples"][0] == {"question": data.test[0].question, "reference": data.test[0].answer,
+                                     "response": texts[0], "correct": True}
 
 
 def char_trigram_embed(texts):
@@ -116,11 +140,14 @@ def test_one_round_end_to_end_on_a_tiny_model(base, tok, data):
     assert m["rejection"]["prompts"] == 6 and m["rejection"]["kept"] == 6
     assert m["quality"]["after_quality"] == 3 and 1 <= m["quality"]["after_dedup"] <= 3
     assert m["sft_data"] == len(data.sft_chats) + m["quality"]["after_dedup"] == len(result.sft_chats)
-    assert 0 <= m["rm"]["accuracy"] <= 1 and m["rm"]["n_pairs"] >= len(data.heldout_preferences)
+    assert m["rm"]["n_pairs"] == sum(len(t.pairs()) for t in data.heldout_preferences)  # every ranked pair, once
+    assert math.isclose(m["rm"]["accuracy"] * m["rm"]["n_pairs"], round(m["rm"]["accuracy"] * m["rm"]["n_pairs"]))
     assert set(m["eval"]) == {"previous", "sft", "dpo", "rloo"}
     dev = {name: e["dev"]["acc"] for name, e in m["eval"].items()}
     assert dev[m["best"]] == max(dev.values())
     table = result.accuracy_table()
     assert [(r["round"], r["model"]) for r in table] == [(0, "base"), (1, "sft"), (1, "dpo"), (1, "rloo")]
-    assert all(0 <= r["low"] <= r["acc"] <= r["high"] <= 1 and r["n"] == 12 for r in table)
+    for row in table:                                     # a share of the 12 test problems, and its Wilson interval
+        assert row["n"] == 12 and math.isclose(row["acc"] * 12, round(row["acc"] * 12))
+        assert (row["low"], row["high"]) == wilson_interval(round(row["acc"] * 12), 12)
     assert isinstance(result.model, Llama)

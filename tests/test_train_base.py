@@ -1,6 +1,7 @@
 """The base model recipe and annealing, on a tiny model and a few synthetic documents (the real build runs in the
 chapter): deterministic training, the artifact round trip, the annealing LR shape and checkpoint averaging."""
 
+import importlib
 import json
 
 import pytest
@@ -9,10 +10,12 @@ from safetensors.torch import load_file
 
 import minillm.data.corpus
 import minillm.tokenizer
+from minillm.eval import math_benchmark, score_math
 from minillm.tokenizer import train_bpe
 from minillm.train import (AnnealSpec, BaseModelSpec, anneal, annealing_mix, base_model, base_model_spec, evaluate,
-                           train_base)
+                           evaluate_base, train_base)
 from minillm.train.packing import pack_texts
+from minillm.train.pretrain import EASY_ARITHMETIC, benchmark_suite, split_corpus
 
 WORDS = [f"{a}{b}{c}{d}" for a in "bcdfg" for b in "aeiou" for c in "lmnr" for d in "aeo"][:240]
 SPEC = BaseModelSpec(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, seq_len=32, batch_size=4, steps=6,
@@ -50,8 +53,30 @@ def test_base_training_learns_and_reports_every_metric(trained):
     assert metrics["train_tokens"] == SPEC.steps * SPEC.batch_size * SPEC.seq_len
     assert metrics["val"]["bpb"] > 0 and metrics["unigram_loss"] > 0
     assert metrics["cloze"]["n"] == 4 and metrics["cloze"]["chance"] == 0.25
-    assert metrics["arith_mc"]["n"] == 3 and 0 <= metrics["math"]["score"] <= 1
+    assert metrics["arith_mc"]["n"] == 3 and metrics["math"]["n"] == 3
     assert metrics["train_docs"] + metrics["held_out_docs"] == 40
+
+
+def test_base_metrics_are_the_trained_model_scored_on_the_held_out_split(tokenizer, trained):
+    model, metrics, _ = trained
+    train_docs, held_docs = split_corpus(_docs(), SPEC)
+    suite = benchmark_suite(train_docs, held_docs, SPEC.n_cloze, SPEC.n_math, SPEC.seed)
+    val = pack_texts([d["text"] for d in held_docs], tokenizer)
+    again = evaluate_base(model, tokenizer, val, suite, SPEC.seq_len, SPEC.batch_size, SPEC.eval_batches)
+    assert metrics["val"]["loss"] == pytest.approx(again["val"]["loss"], rel=1e-6)
+    for name in ("cloze", "arith_mc", "math"):
+        assert metrics[name] == again[name], name
+
+
+def test_the_math_score_is_the_share_of_planted_right_answers(tokenizer, trained, monkeypatch):
+    items = math_benchmark(3, task_config=EASY_ARITHMETIC)
+    written = [f" {items[0].answer}\nQuestion: next", f" {int(items[1].answer) + 1}", f" #### {items[2].answer}"]
+    module = importlib.import_module("minillm.generate")               # (minillm.generate is also the function)
+    monkeypatch.setattr(module, "generate",                             # what the model "wrote": right, wrong, right
+                        lambda model, prompts, n, stop_tokens: [tokenizer.encode(w) for w in written])
+    result = score_math(trained[0], tokenizer, items)
+    assert result["score"] == pytest.approx(2 / 3) and result["exact"] == pytest.approx(2 / 3) and result["n"] == 3
+    assert [e["score"] for e in result["examples"]] == [1.0, 0.0, 1.0]
 
 
 def test_base_model_artifact_is_deterministic_built_once_then_loaded(tokenizer, trained, tmp_path, monkeypatch):

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from minillm import Llama, ModelConfig
+from minillm.eval.choice import score_choices
 from minillm.tokenizer import train_bpe
+from minillm.train.evaluate import evaluate
 from minillm.train.long_context import ContextStage, extend_context, long_context_stage, needle_items
 from minillm.train.packing import pack_texts
 
@@ -65,4 +67,10 @@ def test_long_context_stages_run_in_order_and_report_both_criteria(tokenizer):
     assert [r["seq_len"] for r in rows] == [32, 64, 128] and final.cfg.max_seq_len == 128
     assert [r["rope_theta"] for r in rows] == [10_000.0, 20_000.0, 40_000.0]
     assert rows[0]["needle_acc"] is None                                   # 32 tokens hold no haystack
-    assert all(r["short_loss"] > 0 and 0 <= r["needle_acc"] <= 1 for r in rows[1:])
+    # each row measures the model of its stage at its stage's length: the start at 32, the final model at 128
+    start = evaluate(_model(tokenizer.vocab_size, seq_len=32), val, 32, max_batches=8)["loss"]
+    assert rows[0]["short_loss"] == pytest.approx(start, rel=1e-6)
+    assert rows[-1]["short_loss"] == pytest.approx(evaluate(final, val, 32, max_batches=8)["loss"], rel=1e-6)
+    assert rows[-1]["short_loss"] != pytest.approx(start, rel=1e-3)                   # the stages trained
+    needles = needle_items(tokenizer, texts[30:], 128, 3)
+    assert rows[-1]["needle_acc"] == score_choices(final, tokenizer, needles, max_len=128)["acc"]

@@ -20,6 +20,8 @@ import multiprocessing as mp
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -102,15 +104,27 @@ def _stats_shard(items: list[tuple[int, str]]) -> list[tuple[int, dict[str, floa
 
 def _map(fn: Callable, shards: list, config: PipelineConfig, desc: str, progress: bool,
          initializer: Callable | None = None, initargs: tuple = ()) -> list:
-    """``fn`` over ``shards``, in a process pool when ``config.workers > 1``; results flattened, in shard order."""
+    """``fn`` over ``shards``, in a process pool when ``config.workers > 1``; results flattened, in shard order.
+
+    The pool is a ``ProcessPoolExecutor``, not ``multiprocessing.Pool``: when a worker dies (the OOM killer, a
+    signal) ``Pool.imap`` waits forever for its shard, while the executor notices the dead process and fails every
+    pending shard with ``BrokenProcessPool``, which we re-raise as a ``RuntimeError`` saying what to do."""
     bar = dict(desc=desc, total=len(shards), disable=not progress, leave=False)
     if config.workers == 1 or len(shards) == 1:
         if initializer:
             initializer(*initargs)
         return [r for shard in tqdm(shards, **bar) for r in fn(shard)]
     context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with context.Pool(config.workers, initializer=initializer, initargs=initargs) as pool:
-        return [r for part in tqdm(pool.imap(fn, shards), **bar) for r in part]
+    try:
+        with ProcessPoolExecutor(config.workers, mp_context=context, initializer=initializer,
+                                 initargs=initargs) as pool:
+            return [r for part in tqdm(pool.map(fn, shards), **bar) for r in part]
+    except BrokenProcessPool as err:
+        raise RuntimeError(
+            f"a worker process of the pipeline's {desc!r} stage died before returning its shard (killed by the "
+            f"OOM killer or a signal?); PipelineConfig(workers={config.workers}, shard_size={config.shard_size}) "
+            f"ran {config.workers} workers: rerun with workers=1 (or fewer workers / a smaller shard_size) to "
+            f"use less memory") from err
 
 
 def _shards(items: Sequence, size: int) -> list[list]:

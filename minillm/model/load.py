@@ -19,6 +19,7 @@ from pathlib import Path
 
 import tokenizers
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 
@@ -163,8 +164,27 @@ def hf_config(model: Llama) -> dict:
     return config
 
 
-def _json(path: Path) -> dict:  # a missing optional file reads as {}
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _json(path: Path) -> dict:
+    """The JSON object in ``path``; a missing optional file reads as ``{}``, a corrupt one raises naming the file."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is corrupt or truncated: not JSON ({err}); restore it from where the checkpoint "
+                         f"came from (download or save_pretrained it again)") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not the object ({{...}}) of a Hugging Face "
+                         f"checkpoint file; restore it from where the checkpoint came from")
+    return value
+
+
+def _corrupt(path: Path, what: str, err: Exception) -> ValueError:
+    """The error for a checkpoint file that its library could not read: the file, its size, what failed, the fix."""
+    size = path.stat().st_size if path.is_file() else 0
+    return ValueError(f"{path} ({size:,} bytes) is truncated or corrupt: reading it as {what} failed with "
+                      f"{type(err).__name__}: {err}; an interrupted download or save leaves such a file, so download "
+                      f"or save it again")
 
 
 def config_from_hf(c: dict, source: str = "config.json") -> ModelConfig:
@@ -192,13 +212,21 @@ def _read_hf_folder(folder: Path):
         raise ValueError(f"{folder} has no config.json: not a Hugging Face checkpoint folder")
     cfg = config_from_hf(_json(folder / "config.json"), str(folder / "config.json"))
     index = folder / "model.safetensors.index.json"
-    files = sorted(set(_json(index)["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    files = ["model.safetensors"]
+    if index.is_file():
+        if not isinstance(weight_map := _json(index).get("weight_map"), dict):
+            raise ValueError(f"{index} has no 'weight_map' (tensor name -> shard file): restore the file")
+        files = sorted(set(weight_map.values()))
     if not (folder / files[0]).is_file():
         raise ValueError(f"{folder} has neither model.safetensors nor model.safetensors.index.json "
                          f"(.bin/.pth checkpoints are not read: convert them to safetensors)")
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
-        for name, value in load_file(str(folder / file)).items():
+        try:
+            shard = load_file(str(folder / file))
+        except SafetensorError as err:
+            raise _corrupt(folder / file, "safetensors", err) from err
+        for name, value in shard.items():
             if not name.endswith("rotary_emb.inv_freq"):   # a buffer old transformers saved; we recompute it
                 tensors[name] = value
     if cfg.tie_embeddings and "lm_head.weight" in tensors:
@@ -222,7 +250,10 @@ def _hf_tokenizer(folder: Path):
                          f"nor in config.json (bos_token_id, eos_token_id)")
     if (template := tc.get("chat_template")) is None and (folder / "chat_template.jinja").is_file():
         template = (folder / "chat_template.jinja").read_text()
-    hf = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    try:
+        hf = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as err:                            # tokenizers raises a bare Exception
+        raise _corrupt(folder / "tokenizer.json", "a tokenizers Tokenizer", err) from err
     stop = [eos, *ids(gen.get("eos_token_id")), *ids(config.get("eos_token_id"))]
     return Tokenizer.from_hf(hf, bos=bos, eos=eos, stop=stop, chat_template=template)
 
@@ -258,8 +289,11 @@ def _read_gguf(path: Path):
     if importlib.util.find_spec("gguf") is None:
         raise ImportError("reading GGUF files needs the package 'gguf': pip install gguf")
     import gguf
-    reader = gguf.GGUFReader(path)
-    meta = {key: field.contents() for key, field in reader.fields.items()}
+    try:                            # the reader maps every tensor; a file cut short fails anywhere inside gguf/numpy
+        reader = gguf.GGUFReader(path)
+        meta = {key: field.contents() for key, field in reader.fields.items()}
+    except Exception as err:
+        raise _corrupt(path, "GGUF", err) from err
     if (arch := meta.get("general.architecture")) != "llama":
         raise ValueError(f"{path}: GGUF architecture {arch!r} is not supported; only 'llama' loads")
     if (kind := meta.get("llama.rope.scaling.type", "none")) != "none":

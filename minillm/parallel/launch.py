@@ -11,11 +11,16 @@ Never hang. A run can fail three ways, and each ends with a ``DistributedRunErro
   the rest, and the error names the rank and its exit code;
 - a rank **stalls** (deadlock, stuck I/O): every collective and point-to-point receive of its peers gives up after
   the process group's ``timeout`` (``init_process_group(timeout=...)``, our ``LaunchConfig.comm_timeout_s``) and
-  raises; the error says who waited for whom (``CommGroup.recv``; ``dist.monitored_barrier`` names the missing
-  rank the same way);
+  raises; ``CommGroup.recv``'s error says who waited for whom, a plain collective's only that it timed out (none of
+  our code calls ``dist.monitored_barrier``, gloo's barrier that names the missing rank: a script that wants that
+  name calls it itself);
 - everything stalls outside communication: ``LaunchConfig.timeout_s`` bounds the whole run; on expiry torchrun and
   every worker are killed (workers run in their own sessions, so we kill them by pid, and each worker also exits
   on its own if its torchrun parent disappears).
+
+Never orphan. torchrun runs in its own session, so a Ctrl-C or a notebook's interrupt button reaches only the
+launching process: ``torchrun(...)`` catches the ``KeyboardInterrupt`` (or any other exception while it waits),
+stops torchrun and every worker (SIGTERM, then SIGKILL) and re-raises it.
 
 Backend by device: NCCL on CUDA (one GPU per local rank), gloo on the CPU.
 
@@ -184,8 +189,10 @@ def torchrun(target: str | Path, args: Sequence[str] = (), cfg: LaunchConfig = L
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
         try:
             rc = proc.wait(timeout=cfg.timeout_s)
-        except subprocess.TimeoutExpired:
-            killed = _kill_tree(proc)
+        except BaseException as err:
+            killed = _kill_tree(proc)                   # KeyboardInterrupt (the interrupt button) included
+            if not isinstance(err, subprocess.TimeoutExpired):
+                raise
             seconds = time.perf_counter() - start
             missing = [r for r in range(cfg.nproc) if not (out / f"rank{r}.json").exists()]
             raise DistributedRunError(
@@ -245,13 +252,14 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _kill_tree(proc: subprocess.Popen) -> int:
-    """SIGTERM torchrun and its workers, SIGKILL what is left after 3 s; returns the number of processes signalled."""
+    """SIGTERM torchrun, its process group and its workers (each in its own session, so signalled by pid), SIGKILL
+    what is left after 3 s; returns the number of processes signalled."""
     victims = [proc.pid, *_descendants(proc.pid)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in victims:
+        for kill, pid in [(os.killpg, proc.pid), *((os.kill, p) for p in victims)]:
             try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
+                kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
                 pass
         try:
             proc.wait(timeout=3)
