@@ -1,4 +1,4 @@
-"""Autoregressive generation: prefill, then one token per decode step (seed §2.2; report §6).
+"""Autoregressive generation: prefill, then one token per decode step (report §6).
 
 ``generate(model, prompts, max_new_tokens, ...)`` takes prompts of different lengths as lists of token ids. They are
 *left*-padded into one batch so that every sequence's next token sits in the same column; each sequence gets its own

@@ -2,7 +2,7 @@
 
 IFEval asks for things a program can check: "answer in fewer than 40 words", "wrap the whole answer in JSON",
 "include the keywords X and Y", "write in all lowercase". Nobody has to judge quality, so the score is exact and
-cheap. The report quotes IFEval for the post-trained models (80.4 / 87.5 / 88.6 for 8B / 70B / 405B, seed §1.3).
+cheap. The report quotes IFEval for the post-trained models (80.4 / 87.5 / 88.6 for 8B / 70B / 405B, Table 2).
 
 Here every instruction is a small frozen dataclass with ``describe()`` (the sentence added to the prompt) and
 ``check(response) -> bool``. ``ifeval_prompts(n, seed)`` draws tasks (a topic) and one to three compatible

@@ -1,4 +1,4 @@
-"""The MMLU question format: lettered choices, the model scored on the letter (report §5.1.1; seed §1.3).
+"""The MMLU question format: lettered choices, the model scored on the letter (report §5.1.1).
 
 MMLU shows the options in the prompt and asks for a letter:
 

@@ -10,7 +10,7 @@ Each ``step()``: the scheduler picks the batch (``scheduler.py``), the engine do
 runner computes the batch's new tokens through the paged cache (``model_runner.py``), and the sequences whose last
 token was computed sample one token each. When a prompt with ``n > 1`` finishes its prefill, it forks ``n − 1``
 children sharing its blocks (vLLM §4.4) that sample from the same logits: the prompt is computed and stored once —
-the rejection-sampling setting in which the Llama 3 report (§6.2, seed 3.2) credits PagedAttention with over 2×.
+the rejection-sampling setting in which the Llama 3 report (§6.2) credits PagedAttention with over 2×.
 
 Requests are checked once, when added (``minillm.generate.check_prompt``, ``SamplingParams``); a step that still
 raises for a request aborts it (``finish_reason="abort"``, its ``error`` kept) and frees its blocks, so one bad

@@ -1,4 +1,4 @@
-"""A pre-allocated key/value cache (seed §2.2; report §6).
+"""A pre-allocated key/value cache (report §6).
 
 Generating token t+1 needs the keys and values of tokens 0..t at every layer. Without a cache each step recomputes
 them for the whole prefix (quadratic work over a generation); with one, *prefill* runs the prompt once and stores its

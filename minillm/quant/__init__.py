@@ -1,4 +1,4 @@
-"""Quantization for inference (report §6.2; seed §4.2): INT8 absmax, FP8 row-wise with a capped scale, and the
+"""Quantization for inference (report §6.2): INT8 absmax, FP8 row-wise with a capped scale, and the
 policy of which matmuls to quantize.
 
 - ``int8.py``: ``quantize_int8_absmax`` / ``dequantize_int8``, ``int8_matmul`` (``torch._int_mm`` or exact

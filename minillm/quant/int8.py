@@ -1,4 +1,4 @@
-"""INT8 absmax quantization and an INT8 linear layer (seed §4.2; the report's §6.2 does the same with FP8).
+"""INT8 absmax quantization and an INT8 linear layer (the report's §6.2 does the same with FP8).
 
 Absmax quantization maps the largest magnitude of a group of numbers to 127 and everything else proportionally:
 
@@ -60,13 +60,13 @@ def absmax(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 
 def quantize_int8_absmax(x: torch.Tensor, dim: int | None = None,
                          check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Absmax INT8 quantization (seed §4.2). ``x`` any shape -> ``(q int8 like x, scale fp32)``.
+    """Absmax INT8 quantization. ``x`` any shape -> ``(q int8 like x, scale fp32)``.
 
     ``dim=None``: one scale for the tensor (0-d). ``dim=d``: one scale per slice along ``d`` — the absmax is taken
     over ``d``, so ``dim=-1`` on a ``(rows, cols)`` matrix gives ``scale`` of shape ``(rows, 1)``. ``x ≈ q / scale``.
     ``check``: raise ``ValueError`` on NaN/inf (a host sync on GPUs).
 
-    The seed's worked example:
+    A worked example:
 
     >>> x = torch.tensor([1.2, -0.5, -4.3, 1.2, -3.1, 0.8, 2.4, 5.4])
     >>> q, scale = quantize_int8_absmax(x)

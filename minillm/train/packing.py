@@ -2,7 +2,7 @@
 
 Pre-training concatenates tokenised documents (``<|begin_of_text|> … <|end_of_text|>``) into one long stream and cuts
 it into sequences of ``seq_len`` tokens, so no compute is spent on padding. A sequence then holds the tail of one
-document, a few whole ones and the head of the next. The report (§3.4.1, seed 2.4) keeps them apart: "we use an
+document, a few whole ones and the head of the next. The report (§3.2) keeps them apart: "we use an
 attention mask that prevents self-attention between different documents within the same sequence". Here:
 
 - ``pack_documents`` builds the stream ``tokens (S,)`` and ``doc_ids (S,)``: the *global* index of the document each
