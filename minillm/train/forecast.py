@@ -1,4 +1,4 @@
-"""Forecasting a benchmark's accuracy from compute, in two stages (report §3.2.1, Figure 4; seed 2.3).
+"""Forecasting a benchmark's accuracy from compute, in two stages (report §3.2.1, Figure 4).
 
 Validation loss falls smoothly with compute, accuracy does not: it sits at chance, then climbs. The report bridges
 the two with a quantity that is both smooth and about the task, the **normalized negative log-likelihood of the

@@ -1,5 +1,5 @@
 """The IsoFLOP sweep: at each compute budget, train several model sizes on ``D = C / flops_per_token`` tokens with the
-book's ``Trainer`` (report §3.2.1; seed 2.3). Results are cached through ``minillm.artifacts.build_or_load``.
+book's ``Trainer`` (report §3.2.1). Results are cached through ``minillm.artifacts.build_or_load``.
 
 The report trained models "ranging in size between 40M and 16B parameters" at budgets from 6·10¹⁸ to 10²² FLOPs,
 with a cosine schedule, "a fixed batch size for each compute scale", and evaluated each on held-out data. Ours do

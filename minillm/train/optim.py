@@ -1,4 +1,4 @@
-"""AdamW with decay / no-decay parameter groups, gradient clipping and mixed precision (report §3.4; seed 2.4).
+"""AdamW with decay / no-decay parameter groups, gradient clipping and mixed precision (report §3.4).
 
 The report gives the learning-rate schedule but not the other AdamW settings; we take Llama 2's (Touvron et al. 2023,
 §2.2): β₁ = 0.9, β₂ = 0.95, ε = 10⁻⁵, weight decay 0.1 and gradient clipping at norm 1.0.

@@ -1,4 +1,4 @@
-"""Scaling laws: FLOPs of a run, IsoFLOP parabolas and compute-optimal power laws (report §3.2.1; seed 2.3).
+"""Scaling laws: FLOPs of a run, IsoFLOP parabolas and compute-optimal power laws (report §3.2.1).
 
 What is notable here:
 

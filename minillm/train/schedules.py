@@ -1,4 +1,4 @@
-"""Learning-rate and batch-size schedules of Llama 3 pre-training (report §3.4.1 and §3.4.3; seed 2.4).
+"""Learning-rate and batch-size schedules of Llama 3 pre-training (report §3.4.1 and §3.4.3).
 
 - ``LRSchedule``: linear warm-up to a peak, cosine decay to a floor, optionally a final *annealing* phase that takes
   the learning rate linearly to 0. The 405B run: peak 8 × 10⁻⁵, 8,000 warm-up steps, cosine decay to 8 × 10⁻⁷ over

@@ -1,4 +1,4 @@
-"""The pre-training loop (report §3.4; seed 2.4): packed batches with document masks, AdamW, schedules, clipping,
+"""The pre-training loop (report §3.4): packed batches with document masks, AdamW, schedules, clipping,
 evaluation, checkpoints with exact resume, and data parallelism.
 
 One optimizer step:
