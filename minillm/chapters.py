@@ -32,16 +32,16 @@ class Chapter:
 
 
 CHAPTERS = {c.stem: c for c in (
-    Chapter("00_llama3_herd", "The Llama 3 herd", {"fast": 5, "book": 10}),
-    Chapter("01_pretraining_data", "Pre-training data", {"fast": 60, "book": 150}, ("corpus",)),
-    Chapter("02_architecture", "Architecture", {"fast": 60, "book": 200}, ("tokenizer", "smollm2")),
-    Chapter("03_training_recipe", "The training recipe", {"fast": 180, "book": 600},
+    Chapter("00_llama3_herd", "The Llama 3 herd", {"fast": 5, "book": 4}),
+    Chapter("01_pretraining_data", "Pre-training data", {"fast": 60, "book": 89}, ("corpus",)),
+    Chapter("02_architecture", "Architecture", {"fast": 60, "book": 142}, ("tokenizer", "smollm2")),
+    Chapter("03_training_recipe", "The training recipe", {"fast": 180, "book": 593},
             ("tokenizer", "corpus", "base_model", "annealed_model")),
-    Chapter("04_scaling_laws", "Scaling laws", {"fast": 150, "book": 380}, ("sweep_tokenizer", "isoflop_sweep")),
-    Chapter("05_post_training", "Post-training", {"fast": 150, "book": 400}, ("tokenizer", "corpus", "base_model")),
-    Chapter("06_serving", "Serving", {"fast": 90, "book": 200}),
-    Chapter("07_parallelism", "Parallelism", {"fast": 60, "book": 90}),
-    Chapter("08_quantization", "Quantization", {"fast": 120, "book": 240},
+    Chapter("04_scaling_laws", "Scaling laws", {"fast": 150, "book": 243}, ("sweep_tokenizer", "isoflop_sweep")),
+    Chapter("05_post_training", "Post-training", {"fast": 150, "book": 209}, ("tokenizer", "corpus", "base_model")),
+    Chapter("06_serving", "Serving", {"fast": 90, "book": 164}),
+    Chapter("07_parallelism", "Parallelism", {"fast": 60, "book": 72}),
+    Chapter("08_quantization", "Quantization", {"fast": 120, "book": 223},
             ("smollm2", "tokenizer", "corpus", "base_model")),
 )}
 
