@@ -4,8 +4,9 @@ A reader who opens a chapter in Jupyter should know before running it what it wi
 (the first cell of every chapter) prints ``banner(...)``: the run mode, this chapter's measured time in that mode,
 the artifacts it loads from the cache or builds on first use (``minillm.artifacts``), and how to switch modes.
 
-The times are wall-clock seconds of one ``make book`` (book mode) and one ``make test`` (fast mode, one torch
-thread per lane) from a clean clone with an empty artifact cache, on ``MEASURED_ON``. A chapter that builds an
+The times are wall-clock seconds of one ``make book`` (book mode, two torch threads) and one ``make test`` (fast
+mode, one torch thread in each of its two lanes, the sum of a chapter's cells) from a clean clone with an empty
+artifact cache, on ``MEASURED_ON``. A chapter that builds an
 artifact pays for it the first time; later runs load it (the tokenizer in seconds, the base model in one).
 """
 
@@ -32,16 +33,16 @@ class Chapter:
 
 
 CHAPTERS = {c.stem: c for c in (
-    Chapter("00_llama3_herd", "The Llama 3 herd", {"fast": 5, "book": 4}),
-    Chapter("01_pretraining_data", "Pre-training data", {"fast": 60, "book": 89}, ("corpus",)),
-    Chapter("02_architecture", "Architecture", {"fast": 60, "book": 142}, ("tokenizer", "smollm2")),
-    Chapter("03_training_recipe", "The training recipe", {"fast": 180, "book": 593},
+    Chapter("00_llama3_herd", "The Llama 3 herd", {"fast": 3, "book": 4}),
+    Chapter("01_pretraining_data", "Pre-training data", {"fast": 31, "book": 89}, ("corpus",)),
+    Chapter("02_architecture", "Architecture", {"fast": 55, "book": 142}, ("tokenizer", "smollm2")),
+    Chapter("03_training_recipe", "The training recipe", {"fast": 300, "book": 593},
             ("tokenizer", "corpus", "base_model", "annealed_model")),
-    Chapter("04_scaling_laws", "Scaling laws", {"fast": 150, "book": 243}, ("sweep_tokenizer", "isoflop_sweep")),
-    Chapter("05_post_training", "Post-training", {"fast": 150, "book": 209}, ("tokenizer", "corpus", "base_model")),
-    Chapter("06_serving", "Serving", {"fast": 90, "book": 164}),
-    Chapter("07_parallelism", "Parallelism", {"fast": 60, "book": 72}),
-    Chapter("08_quantization", "Quantization", {"fast": 120, "book": 223},
+    Chapter("04_scaling_laws", "Scaling laws", {"fast": 113, "book": 243}, ("sweep_tokenizer", "isoflop_sweep")),
+    Chapter("05_post_training", "Post-training", {"fast": 79, "book": 209}, ("tokenizer", "corpus", "base_model")),
+    Chapter("06_serving", "Serving", {"fast": 53, "book": 164}),
+    Chapter("07_parallelism", "Parallelism", {"fast": 37, "book": 72}),
+    Chapter("08_quantization", "Quantization", {"fast": 94, "book": 223},
             ("smollm2", "tokenizer", "corpus", "base_model")),
 )}
 
@@ -122,19 +123,21 @@ def banner(chapter: str, mode: RunMode, device: DeviceChoice, cached: dict[str, 
         raise ValueError(f"unknown chapter {chapter!r}; one of {sorted(CHAPTERS)}")
     ch = CHAPTERS[chapter]
     cached = cached if cached is not None else {a: artifact_cached(a, mode) for a in ch.artifacts}
-    lines = [f"run mode: {mode.name} · device: {device}"]
+    lines = [f"run mode: {mode.name} · device: {device}"]       # short lines: the book's page is narrow
     if mode.name in ch.seconds:
         cores = os.cpu_count() or 1
-        where = ("measured on 2 CPU cores; a GPU or more cores is faster" if device.device.type != "cpu" or cores > 2
-                 else "measured on 2 CPU cores like this machine")
-        lines.append(f"this chapter in {mode.name} mode: about {_minutes(ch.seconds[mode.name])} with an empty cache "
-                     f"({where})")
+        where = ("2 CPU cores; a GPU or more cores is faster" if device.device.type != "cpu" or cores > 2
+                 else "2 CPU cores, like this machine")
+        lines.append(f"expected time: about {_minutes(ch.seconds[mode.name])} with an empty cache")
+        lines.append(f"               (measured on {where})")
     else:
-        lines.append(f"this chapter in {mode.name} mode: longer runs, not timed on 2 CPU cores")
+        lines.append("expected time: longer runs, not timed on 2 CPU cores")
     for name in ch.artifacts:
-        state = "cached, loaded" if cached[name] else "not cached yet: built now, once, then reused"
-        lines.append(f"  uses {ARTIFACTS[name]}: {state}")
+        state = "cached: loaded" if cached[name] else "built now, once; later runs load it"
+        lines.append(f"uses {ARTIFACTS[name]}")
+        lines.append(f"     ({state})")
     others = [m for m in ("fast", "book", "full") if m != mode.name]
-    lines.append("switch: set MINILLM_MODE=" + " or ".join(others) + " before starting Jupyter "
-                 f"(fast: about {_minutes(ch.seconds['fast'])}, the whole book in minutes)")
+    lines.append("switch: MINILLM_MODE=" + " or ".join(others) + ", set before Jupyter starts")
+    if mode.name != "fast":
+        lines.append(f"        (fast mode: about {_minutes(ch.seconds['fast'])} for this chapter)")
     return "\n".join(lines)

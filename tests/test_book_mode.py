@@ -80,8 +80,9 @@ def test_every_chapter_banner_names_its_mode_time_artifacts_and_the_switch(mode)
     for stem, ch in CHAPTERS.items():
         text = banner(stem, RunMode(mode), pick_device("cpu"), cached={a: False for a in ch.artifacts})
         assert f"run mode: {mode}" in text and "MINILLM_MODE=" in text
-        assert (f"in {mode} mode: about" in text) == (mode in ch.seconds)
+        assert ("expected time: about" in text) == (mode in ch.seconds)
         assert text.count("built now") == len(ch.artifacts)
+        assert max(map(len, text.splitlines())) <= 72, "the book's page shows about 75 columns"
     with pytest.raises(ValueError, match="unknown chapter"):
         banner("99_missing", RunMode("fast"), pick_device("cpu"))
 
