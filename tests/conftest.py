@@ -12,3 +12,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fail_renames_of_temporaries(monkeypatch):
+    """A function that, once called, makes ``os.replace``/``os.rename`` of a ``.tmp-*`` folder raise: a crash while
+    renaming a new build or checkpoint into place (``minillm.durable``). ``monkeypatch.undo()`` restores them."""
+    import os
+    from pathlib import Path
+
+    def failing(real):
+        def rename(a, b):
+            if Path(a).name.startswith(".tmp-"):
+                raise OSError("injected: crash while renaming the new folder into place")
+            return real(a, b)
+        return rename
+
+    def inject() -> None:
+        monkeypatch.setattr(os, "replace", failing(os.replace))
+        monkeypatch.setattr(os, "rename", failing(os.rename))
+    return inject

@@ -93,17 +93,10 @@ def test_a_build_is_fsynced_before_its_folder_is_renamed_into_place(tmp_path, mo
         assert f.stat().st_ino in synced, f"{f.name} was not fsynced before the rename"
 
 
-def test_a_forced_rebuild_that_cannot_be_renamed_in_keeps_the_cached_version(tmp_path, monkeypatch):
+def test_a_forced_rebuild_that_cannot_be_renamed_in_keeps_the_cached_version(tmp_path, monkeypatch,
+                                                                               fail_renames_of_temporaries):
     folder = artifacts.build_or_load("x", RECIPE, _write, root=tmp_path, verbose=False)
-
-    def fail_for_temporaries(real):
-        def rename(a, b):
-            if Path(a).name.startswith(".tmp-"):
-                raise OSError("injected: crash while renaming the new build into place")
-            return real(a, b)
-        return rename
-    monkeypatch.setattr(os, "replace", fail_for_temporaries(os.replace))
-    monkeypatch.setattr(os, "rename", fail_for_temporaries(os.rename))
+    fail_renames_of_temporaries()
     with pytest.raises(OSError, match="injected"):
         artifacts.build_or_load("x", RECIPE, lambda out: (out / "data.txt").write_text("new"), root=tmp_path,
                                 force=True, verbose=False)

@@ -71,18 +71,12 @@ def test_save_fsyncs_every_file_and_the_folder_before_renaming_it_into_place(tmp
         assert f.stat().st_ino in synced, f"{f.name} was not fsynced before the rename"
 
 
-def test_a_failed_rename_keeps_the_previous_version_of_the_checkpoint(tmp_path, monkeypatch):
+def test_a_failed_rename_keeps_the_previous_version_of_the_checkpoint(tmp_path, monkeypatch,
+                                                                       fail_renames_of_temporaries):
     path = _save(tmp_path, 4, seed=0)
     before = _weights(_model_and_optimizer(0)[0])
 
-    def fail_for_temporaries(real):
-        def rename(a, b):
-            if Path(a).name.startswith(".tmp-"):
-                raise OSError("injected: crash while renaming the new checkpoint into place")
-            return real(a, b)
-        return rename
-    monkeypatch.setattr(os, "replace", fail_for_temporaries(os.replace))
-    monkeypatch.setattr(os, "rename", fail_for_temporaries(os.rename))
+    fail_renames_of_temporaries()
     with pytest.raises(OSError, match="injected"):
         _save(tmp_path, 4, seed=1)                                          # re-save the same step with new weights
     monkeypatch.undo()
