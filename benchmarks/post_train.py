@@ -5,7 +5,10 @@ The same code as chapter 5 (``minillm.post``), on a model that can already do so
 its own chat template (the tokenizer renders the GGUF's jinja template; SFT masks everything but the assistant's
 tokens), so the stages are measured on held-out problems of the verifiable tasks:
 
-1. ``base``: the model as shipped, greedy answers of at most ``--max-tokens`` tokens, checked by reasoning-gym;
+Scored on the spec's target (``post_training_spec``: the format instruction of chapter 5's task; the figures in
+``RESULTS.md`` dated 2026-11-27 are from the earlier arithmetic-correctness target):
+
+1. ``base``: the model as shipped, greedy answers of at most ``--max-tokens`` tokens, checked by the checker;
 2. ``SFT``: fine-tuned on the templated SFT data only (no samples of its own);
 3. ``round r SFT`` / ``round r DPO``: ``run_post_training`` (the loop of ``minillm.post.loop``: reward model →
    rejection sampling with the best policy so far → SFT on all data so far → DPO), ``--rounds`` rounds;
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from minillm.post import (DataConfig, DPOConfig, RejectionConfig, RewardConfig, SFTConfig,  # noqa: E402
+from minillm.post import (DPOConfig, RejectionConfig, RewardConfig, SFTConfig,  # noqa: E402
                           build_post_data, evaluate_accuracy, paired_comparison, run_post_training, train_sft)
 from minillm.post.loop import post_training_spec  # noqa: E402
 
@@ -49,7 +52,7 @@ def load(model: str, device: str):
 def spec_for(args):
     spec = post_training_spec(args.spec)
     if args.smoke:
-        spec = dataclasses.replace(spec, rounds=1, data=DataConfig(n_train=24, n_dev=8, n_test=16),
+        spec = dataclasses.replace(spec, rounds=1, data=dataclasses.replace(spec.data, n_train=24, n_dev=8, n_test=16),
                                    reward=RewardConfig(steps=3, warmup_steps=1, triples_per_step=4), rejection=RejectionConfig(k=2),
                                    rs_prompts=4, sft=SFTConfig(steps=3, warmup_steps=1, examples_per_step=4),
                                    dpo=DPOConfig(steps=3, warmup_steps=1, pairs_per_step=4))
@@ -83,11 +86,11 @@ def main() -> None:
     model, tokenizer = load(args.model, args.device)
     spec = spec_for(args)
     data = build_post_data(spec.data)
-    stages = {"base": evaluate_accuracy(model.eval(), tokenizer, data.test, spec.eval_max_tokens)}
+    stages = {"base": evaluate_accuracy(model.eval(), tokenizer, data.test, spec.eval_max_tokens, target=spec.target)}
     print(f"base: {stages['base']['acc']:.1%} of {stages['base']['n']} test problems", flush=True)
     sft_model = copy.deepcopy(model)
     train_sft(sft_model, tokenizer, list(data.sft_chats), spec.sft)
-    stages["SFT"] = evaluate_accuracy(sft_model.eval(), tokenizer, data.test, spec.eval_max_tokens)
+    stages["SFT"] = evaluate_accuracy(sft_model.eval(), tokenizer, data.test, spec.eval_max_tokens, target=spec.target)
     print(f"SFT: {stages['SFT']['acc']:.1%}", flush=True)
     del sft_model
     result = run_post_training(model, tokenizer, spec, data=data)

@@ -111,8 +111,10 @@ def test_accuracy_counts_exactly_the_planted_right_answers_with_their_wilson_int
     assert calls == [dict(prompts=[eval_prompt(i) for i in data.test], n=1, temperature=0.0)]     # greedy, once
     assert result["correct"] == [k in right for k in range(12)] and result["acc"] == 4 / 12
     assert (result["low"], result["high"]) == pytest.approx((0.13812, 0.60938), abs=1e-5)  # Wilson 1927, 4 of 12
-    assert result["examples"][0] == {"question": data.test[0].question, "reference": data.test[0].answer,
+    assert result["examples"][0] == {"question": data.test[0].question, "reference": canonical_response(data.test[0]),
                                      "response": texts[0], "correct": True}
+    assert result["right_answer"] == result["correct"] and result["target"] == "answer"
+    assert result["clean"] == [True] * 12
 
 
 def char_trigram_embed(texts):

@@ -1,13 +1,14 @@
 """Post-training (report §4): reward model, SFT, rejection sampling, DPO, RLOO and data quality control, in rounds.
 
 - ``data.py``: instructions, dialogues and ranked preferences (edited > chosen > rejected) from reasoning-gym problems;
+- ``instructions.py``: checkable format instructions, planted annotator noise and rule-based cleaning (§4.2.3);
 - ``sft.py``: chats → ``(input_ids, loss_mask)`` with prompt and headers masked; packed fine-tuning (§4.1.3);
 - ``reward_model.py``: ``RewardModel`` (Llama trunk + scalar head), Bradley-Terry ``reward_loss``, ranked rows (§4.1.2);
 - ``rejection_sampling.py``: K samples per prompt through ``LLMEngine`` (shared prompt blocks), best kept (§4.2.1);
 - ``dpo.py``: ``dpo_loss`` (Rafailov et al. eq. 7) with formatting tokens masked and an NLL term (§4.1.4);
 - ``rloo.py``: ``rloo_advantages`` and a REINFORCE step with a KL-penalised reward (Ahmadian et al. 2024);
 - ``quality_control.py``: topics, RM top quartile, difficulty, semantic dedup with all-MiniLM-L6-v2 (§4.2.3);
-- ``loop.py``: ``post_train_round`` / ``run_post_training`` with held-out accuracy and Wilson intervals.
+- ``loop.py``: ``post_train_round`` / ``run_post_training`` with held-out scores, Wilson intervals and paired tests.
 """
 
 from minillm.post.data import (DataConfig, PostData, PreferenceTriple, build_post_data, canonical_response, dialogue,
