@@ -80,17 +80,9 @@ def test_lock_timeout_comes_from_the_argument_then_the_environment_then_the_defa
         artifacts.lock_timeout_seconds()
 
 
-def test_a_build_is_fsynced_before_its_folder_is_renamed_into_place(tmp_path, monkeypatch):
-    events = []
-    real_fsync, real_replace, real_rename = os.fsync, os.replace, os.rename
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_ino)), real_fsync(fd)))
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", Path(a).name)), real_replace(a, b)))
-    monkeypatch.setattr(os, "rename", lambda a, b: (events.append(("rename", Path(a).name)), real_rename(a, b)))
+def test_a_build_is_fsynced_before_its_folder_is_renamed_into_place(tmp_path, fsynced_before_rename):
     folder = artifacts.build_or_load("x", RECIPE, _write, root=tmp_path, verbose=False)
-    into_place = next(i for i, e in enumerate(events) if e[0] == "rename" and e[1].startswith(".tmp-"))
-    synced = {ino for kind, ino in events[:into_place] if kind == "fsync"}
-    for f in [folder, *folder.iterdir()]:
-        assert f.stat().st_ino in synced, f"{f.name} was not fsynced before the rename"
+    fsynced_before_rename(folder)
 
 
 def test_a_forced_rebuild_that_cannot_be_renamed_in_keeps_the_cached_version(tmp_path, monkeypatch,

@@ -58,17 +58,9 @@ def test_keeping_the_last_checkpoint_keeps_the_one_just_written_at_step_one_mill
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_1000000"]
 
 
-def test_save_fsyncs_every_file_and_the_folder_before_renaming_it_into_place(tmp_path, monkeypatch):
-    events = []
-    real_fsync, real_replace, real_rename = os.fsync, os.replace, os.rename
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_ino)), real_fsync(fd)))
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", Path(a).name)), real_replace(a, b)))
-    monkeypatch.setattr(os, "rename", lambda a, b: (events.append(("rename", Path(a).name)), real_rename(a, b)))
+def test_save_fsyncs_every_file_and_the_folder_before_renaming_it_into_place(tmp_path, fsynced_before_rename):
     path = _save(tmp_path, 4)
-    into_place = next(i for i, e in enumerate(events) if e[0] == "rename" and e[1].startswith(".tmp-"))
-    synced = {ino for kind, ino in events[:into_place] if kind == "fsync"}
-    for f in [path, *path.iterdir()]:                                       # inodes survive the rename
-        assert f.stat().st_ino in synced, f"{f.name} was not fsynced before the rename"
+    fsynced_before_rename(path)
 
 
 def test_a_failed_rename_keeps_the_previous_version_of_the_checkpoint(tmp_path, monkeypatch,

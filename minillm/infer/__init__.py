@@ -4,7 +4,8 @@
 - ``paged_attention.py`` (PyTorch gather) and ``paged_attention_triton.py`` (Triton decode kernel);
 - ``sequence.py`` (``SamplingParams``, ``Sequence``), ``scheduler.py`` (continuous batching, preemption),
   ``model_runner.py`` (the paged forward over a ragged batch), ``decode_graphs.py`` (CUDA graphs of pure-decode
-  steps), ``engine.py`` (``LLMEngine``).
+  steps), ``engine.py`` (``LLMEngine``), ``config.py`` (``EngineConfig``), ``outputs.py`` (``RequestOutput``,
+  ``Completion``, ``StreamEvent``).
 """
 
 from minillm.infer.block_manager import BlockManager, block_hash

@@ -21,81 +21,20 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
 from typing import Iterator, Sequence as Seq
 
 import torch
 
 from minillm.generate import check_prompt, sample_next
 from minillm.infer.block_manager import BlockManager
+from minillm.infer.config import EngineConfig
 from minillm.infer.model_runner import ModelRunner
+from minillm.infer.outputs import Completion, RequestOutput, StreamEvent
 from minillm.infer.scheduler import Scheduler, SchedulerConfig
 from minillm.infer.sequence import SamplingParams, Sequence, Status
 from minillm.model.llama import Llama
 
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Pool and scheduling knobs. ``num_blocks=None`` sizes the KV pool from ``gpu_memory_utilization`` of the free
-    GPU memory, or from ``cpu_kv_bytes`` on the CPU (capped at ``max_num_seqs`` full-length sequences).
-    ``decode_graphs``: pure-decode steps of up to ``min(max_num_seqs, 512)`` sequences replay CUDA graphs
-    (``decode_graphs.py``); ``"auto"`` does so on a GPU, ``"static"`` runs the same padded step eagerly (tests)."""
-
-    num_blocks: int | None = None
-    block_size: int = 16
-    max_num_seqs: int = 128
-    max_num_batched_tokens: int = 2048
-    chunked_prefill: bool = True
-    prefix_caching: bool = True
-    gpu_memory_utilization: float = 0.85
-    cpu_kv_bytes: int = 1 << 30
-    attn_impl: str = "auto"
-    decode_graphs: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.num_blocks is not None and (not isinstance(self.num_blocks, int) or self.num_blocks < 1):
-            raise ValueError(f"EngineConfig.num_blocks must be None or a positive int, got {self.num_blocks!r}")
-        if not isinstance(self.block_size, int) or self.block_size < 1:
-            raise ValueError(f"EngineConfig.block_size must be a positive int (vLLM uses 16), got {self.block_size!r}")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError(f"EngineConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.attn_impl not in ("auto", "torch", "triton"):
-            raise ValueError(f"EngineConfig.attn_impl must be 'auto', 'torch' or 'triton', got {self.attn_impl!r}")
-        if self.decode_graphs not in ("auto", "cuda", "static", "off"):
-            raise ValueError(f"EngineConfig.decode_graphs must be 'auto' (CUDA graphs on a GPU), 'cuda', 'static' "
-                             f"(the padded graph step run eagerly) or 'off', got {self.decode_graphs!r}")
-        SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens, self.chunked_prefill)  # validates those
-
-
-@dataclass
-class Completion:
-    """One sampled continuation: new token ids (stop token excluded), its text, and why it ended."""
-
-    token_ids: list[int]
-    text: str | None
-    finish_reason: str            # "stop" (a stop token), "length" (max_tokens) or "abort"
-
-
-@dataclass
-class RequestOutput:
-    prompt_token_ids: list[int]
-    completions: list[Completion] = field(default_factory=list)
-    error: Exception | None = None        # set when a step failed for this request (it was aborted)
-
-
-@dataclass
-class StreamEvent:
-    """A token sampled for completion ``sample_index`` of prompt ``request_id`` (``token_id`` is None when a stop token
-    ended it); ``text`` is the new text it adds; ``finish_reason`` is set on its last event: "abort" when the request
-    was aborted, with ``error`` the exception that made a step fail for it (None: aborted by the caller)."""
-
-    request_id: int
-    sample_index: int
-    token_id: int | None
-    text: str
-    finish_reason: str | None
-    error: Exception | None = None
+__all__ = ["LLMEngine", "EngineConfig", "Completion", "RequestOutput", "StreamEvent"]   # the last four re-exported
 
 
 class LLMEngine:
