@@ -43,6 +43,15 @@ LLAMA3_SPECIAL_TOKENS = (
 CHAT_ROLES = ("system", "user", "assistant", "ipython")
 
 
+# Our Llama 3 format as a jinja chat template, for files other tools read (``save_pretrained``): Meta's
+# Llama-3-8B-Instruct template on the Hub, except that BOS comes first even for an empty chat.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim"
+    " + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2) -> "Tokenizer":
     """Train a byte-level BPE of ``vocab_size`` entries in total: 256 bytes, merges, then ``LLAMA3_SPECIAL_TOKENS``.
 
@@ -176,16 +185,19 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ chat
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], tokenize: bool = True,
-                            add_generation_prompt: bool = False) -> list[int] | str:
-        """A chat as token ids (``tokenize=True``, ``encode_chat``) or as its prompt string, with Hugging Face's
-        defaults. Without a jinja ``chat_template`` the string is the Llama 3 (3.0) Instruct format:
+                            add_generation_prompt: bool = False, return_dict: bool = True
+                            ) -> dict[str, list[int]] | list[int] | str:
+        """A chat as token ids (``tokenize=True``, ``encode_chat``; as ``{"input_ids", "attention_mask"}`` unless
+        ``return_dict=False``) or as its prompt string, with the defaults of Hugging Face ``transformers`` 5.
+        Without a jinja ``chat_template`` the string is the Llama 3 (3.0) Instruct format:
         ``<|begin_of_text|>`` then per message ``<|start_header_id|>ROLE<|end_header_id|>\\n\\nCONTENT<|eot_id|>``
         with CONTENT stripped of surrounding whitespace (as Meta's ``ChatFormat`` and the HF Llama 3 template do),
         then the assistant header if ``add_generation_prompt``. Llama 3.1's HF template also inserts a "Cutting
         Knowledge Date" system preamble; we do not. The ids are built piece by piece, so a special-token spelling
         inside a message stays text; HF tokenizes the rendered string, which gives the same ids for any other chat."""
         if tokenize:
-            return self.encode_chat(messages, add_generation_prompt=add_generation_prompt)
+            ids = self.encode_chat(messages, add_generation_prompt=add_generation_prompt)
+            return {"input_ids": ids, "attention_mask": [1] * len(ids)} if return_dict else ids
         messages = validate_messages(messages)
         if self.chat_template is not None:
             return self._render_jinja(messages, add_generation_prompt)
@@ -231,6 +243,18 @@ class Tokenizer:
         return env.from_string(self.chat_template).render(
             messages=messages, add_generation_prompt=add_generation_prompt,
             bos_token=self.id_to_token(self.bos_id), eos_token=self.id_to_token(self.eos_id))
+
+    @property
+    def exported_chat_template(self) -> str | None:
+        """The jinja template that reproduces ``encode_chat`` in other tools: ours if we have one, else the Llama 3
+        format as jinja (``LLAMA3_CHAT_TEMPLATE``) when the vocabulary has its tokens, else None."""
+        if self.chat_template is not None:
+            return self.chat_template
+        try:
+            self._require_llama3_tokens()
+        except ValueError:
+            return None
+        return LLAMA3_CHAT_TEMPLATE
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:

@@ -48,7 +48,8 @@ def test_encode_chat_equals_encoding_the_rendered_prompt_and_decodes_back(tok):
     ids = tok.encode_chat(messages)
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert ids == tok.encode(text, allow_special=True)
-    assert tok.apply_chat_template(messages, add_generation_prompt=True) == ids            # HF: tokenize=True
+    assert tok.apply_chat_template(messages, add_generation_prompt=True)["input_ids"] == ids    # HF: tokenize=True
+    assert tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False) == ids
     assert tok.decode(ids) == text
     assert ids[0] == tok.bos_id and ids.count(tok.eot_id) == len(messages)
 
@@ -245,3 +246,25 @@ def test_hugging_face_names_behave_as_there(tok):
     assert tok.decode(ids, skip_special_tokens=True).strip().endswith("hi") or "hi" in tok.decode(ids, skip_special_tokens=True)
     with pytest.raises(TypeError, match="list of str"):
         tok([1, 2])
+
+
+def test_the_exported_chat_template_reproduces_our_llama3_format(tok, tmp_path):
+    messages = [{"role": "system", "content": "  Be brief.\n"}, {"role": "user", "content": "What is 12 * 7?"},
+                {"role": "assistant", "content": "84."}, {"role": "user", "content": "And 3 + 4?\n\n"}]
+    as_jinja = Tokenizer.from_hf(tok.hf, bos=tok.bos_id, eos=tok.eos_id, eot=tok.eot_id,
+                                 chat_template=tok.exported_chat_template)
+    for gen in (False, True):
+        assert as_jinja.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen) == \
+            tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+    transformers = pytest.importorskip("transformers")
+    from minillm import Llama, ModelConfig
+    from minillm.model.load import save_pretrained
+
+    model = Llama(ModelConfig.tiny(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=32,
+                                   vocab_size=tok.vocab_size, max_seq_len=64))
+    save_pretrained(model, tok, tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for gen in (False, True):                                      # token for token, as transformers renders it
+        theirs = hf.apply_chat_template(messages, add_generation_prompt=gen)
+        ours = tok.apply_chat_template(messages, add_generation_prompt=gen)
+        assert list(theirs["input_ids"]) == ours["input_ids"] and set(theirs) == set(ours)

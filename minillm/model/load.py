@@ -269,7 +269,8 @@ def save_pretrained(model: Llama, tokenizer, folder: str | Path) -> Path:
         tokenizer.hf.save(str(folder / "tokenizer.json"))
         (folder / "tokenizer_config.json").write_text(json.dumps(
             {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": tokenizer.id_to_token(tokenizer.bos_id),
-             "eos_token": tokenizer.id_to_token(tokenizer.eos_id), "chat_template": tokenizer.chat_template},
+             "eos_token": tokenizer.id_to_token(tokenizer.eos_id),
+             "chat_template": tokenizer.exported_chat_template},
             indent=2, ensure_ascii=False))
         (folder / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": tokenizer.bos_id, "eos_token_id": list(tokenizer.stop_ids)}, indent=2))
