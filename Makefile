@@ -65,7 +65,8 @@ book: install
 # models are Python-bound, so two one-thread processes use 2 cores better than one two-thread process):
 #   lane 1: chapters under nbval, in book order (log printed when done);
 #   lane 2, beside it: the unit tests (tests/), then the other chapters (tests/toc.py says which, and why);
-#   then the fast-mode book build (tests/test_book.py), which renders the notebooks the lanes executed.
+#   then the fast-mode book build (tests/test_book.py), which renders the notebooks the lanes executed;
+#   then the wheel, installed into a fresh venv outside the repository, runs the CLI (.ci/wheel_check.sh).
 NB_LOG := _build/test-notebooks-lane1.log
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 PYTEST_FLAGS := -p no:cacheprovider --durations=15
@@ -78,8 +79,9 @@ test: install
 	$(PY) -m pytest $$($(PY) tests/toc.py --lane 2) $(NBVAL) $(PYTEST_FLAGS); lane2=$$?; \
 	wait $$lane1; notebooks=$$?; cat $(NB_LOG); \
 	$(PY) -m pytest tests/test_book.py $(PYTEST_FLAGS); book=$$?; \
-	echo "make test: unit tests exit $$unit, chapters exit $$notebooks (lane 1) and $$lane2 (lane 2), book build exit $$book"; \
-	[ $$unit -eq 0 ] && [ $$notebooks -eq 0 ] && [ $$lane2 -eq 0 ] && [ $$book -eq 0 ]
+	./.ci/wheel_check.sh $(PYTHON) $(TORCH_VERSION) $(TORCH_CPU_INDEX); wheel=$$?; \
+	echo "make test: unit tests exit $$unit, chapters exit $$notebooks (lane 1) and $$lane2 (lane 2), book build exit $$book, wheel check exit $$wheel"; \
+	[ $$unit -eq 0 ] && [ $$notebooks -eq 0 ] && [ $$lane2 -eq 0 ] && [ $$book -eq 0 ] && [ $$wheel -eq 0 ]
 
 clean:
 	rm -rf _build .pytest_cache
