@@ -7,8 +7,7 @@ PYTHON=${1:-python3}; TORCH_VERSION=${2:-2.13.0}; TORCH_CPU_INDEX=${3:-https://d
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 cd "$work"
-"$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation -w wheel "$repo" 2>/dev/null \
-  || "$PYTHON" -m pip wheel --quiet --no-deps -w wheel "$repo"
+"$PYTHON" -m pip wheel --quiet --no-deps -w wheel "$repo"
 "$PYTHON" -m venv venv
 pip=(venv/bin/python -m pip install --quiet --retries 0)
 if [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1; then

@@ -8,8 +8,8 @@ import pytest
 from minillm.post import DataConfig, PostTrainSpec, build_post_data, eval_prompt, evaluate_accuracy, post_training_spec
 from minillm.post import loop
 from minillm.post.data import canonical_response, follows_instruction, is_correct
-from minillm.post.instructions import (KINDS, SLOPPY, FormatInstruction, cleaning_rules, follows, ignoring,
-                                       rule_based_clean, sloppy, tail_repetition)
+from minillm.post.instructions import (KINDS, TICS, FormatInstruction, cleaning_rules, follows, ignoring,
+                                       rule_based_clean, tail_repetition, with_tic)
 
 NOISE = dict(instructions=True, ignore_prob={"uppercase": 0.6, "json": 0.6, "bullet": 0.1}, sloppy_prob=0.3)
 
@@ -41,7 +41,7 @@ def test_ignoring_never_follows_and_the_cleaning_rules_see_every_tic_and_no_refe
     for kind in KINDS:
         reference = FormatInstruction(kind).render("12")
         assert cleaning_rules(reference) == []
-        for template in SLOPPY:
+        for template in TICS:
             assert cleaning_rules(template.format(r=reference)), template
     assert cleaning_rules("I APOLOGIZE.") == ["apology"] and cleaning_rules("Wow! Nice!") == []
 
@@ -79,7 +79,7 @@ def test_preferences_rank_by_flaws_with_the_right_number_everywhere(data):
 
 def test_eval_prompt_carries_the_instruction_and_the_instruction_target_is_scored(data, monkeypatch):
     items = data.test[:6]
-    texts = [canonical_response(items[0]), sloppy(canonical_response(items[1]), random.Random(0)),
+    texts = [canonical_response(items[0]), with_tic(canonical_response(items[1]), random.Random(0)),
              "The answer is 1/1000003.", canonical_response(items[3]), "", canonical_response(items[5])]
     monkeypatch.setattr(loop, "sample_completions", lambda *a, **k: [[SimpleNamespace(text=t)] for t in texts])
     result = evaluate_accuracy(None, None, items, target="instruction")
@@ -110,3 +110,12 @@ def test_configs_name_the_bad_field():
 def test_tail_repetition():
     assert tail_repetition("The answer is 6. That is all. That is all.")
     assert not tail_repetition("The answer is 6. That is all.") and not tail_repetition("a b")
+
+
+def test_the_exact_binomial_test_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for k, n in [(0, 0), (0, 1), (3, 10), (5, 10), (49, 0 + 49), (230, 248), (12, 30)]:
+        expected = 1.0 if n == 0 else stats.binomtest(k, n).pvalue
+        assert loop.binomial_p(k, n) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        loop.binomial_p(3, 2)

@@ -16,7 +16,7 @@ from minillm.post.data import (DataConfig, PostData, PreferenceTriple, build_pos
                                synthetic_preference)
 from minillm.post.dpo import DPOConfig, dpo_loss, dpo_objective, frozen_copy, preference_batch, sequence_logps, \
     train_dpo
-from minillm.post.loop import (PostTrainResult, PostTrainSpec, evaluate_accuracy, paired_comparison,
+from minillm.post.loop import (PostTrainResult, PostTrainSpec, binomial_p, evaluate_accuracy, paired_comparison,
                                post_train_round, post_training_spec, run_post_training, wilson_interval)
 from minillm.post.quality_control import (QualityConfig, embed_texts, load_embedder, pass_rate_difficulty,
                                           select_data, semantic_dedup, top_fraction, topic_of, train_topic_classifier)
@@ -31,7 +31,7 @@ __all__ = [
     "DataConfig", "PostData", "PreferenceTriple", "build_post_data", "canonical_response", "dialogue", "eval_prompt",
     "extract_final_answer", "instruction_chat", "score_response", "synthetic_preference",
     "DPOConfig", "dpo_loss", "dpo_objective", "frozen_copy", "preference_batch", "sequence_logps", "train_dpo",
-    "PostTrainResult", "PostTrainSpec", "evaluate_accuracy", "paired_comparison", "post_train_round",
+    "PostTrainResult", "PostTrainSpec", "binomial_p", "evaluate_accuracy", "paired_comparison", "post_train_round",
     "post_training_spec", "run_post_training", "wilson_interval",
     "QualityConfig", "embed_texts", "load_embedder", "pass_rate_difficulty", "select_data", "semantic_dedup",
     "top_fraction", "topic_of", "train_topic_classifier",

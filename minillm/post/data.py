@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from minillm.eval.math import HELD_OUT_SEED, MathItem, math_benchmark
-from minillm.post.instructions import KINDS, FormatInstruction, follows, ignoring, is_clean, sloppy
+from minillm.post.instructions import KINDS, NUMBER, FormatInstruction, follows, ignoring, with_tic
 from minillm.train.pretrain import EASY_ARITHMETIC
 
 Chat = list[dict[str, str]]          # [{"role": "user", "content": "..."}, ...]
@@ -44,7 +44,6 @@ INSTRUCTIONS = ("{q}", "{q} Answer with just the result.", "What is {e}?", "Plea
 FOLLOW_UPS = ("Now this one: {q}", "Thanks! Next: {q}", "And {e}?", "One more. {q}")
 SLOPPY = ("{a}", "{a} i think", "hmm, {a}?", "it is {a} obviously!!", "{a}. next question")
 _ANSWER = re.compile(r"The answer is\s*(-?\d+(?:\.\d+)?(?:/\d+)?)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,6 @@ def canonical_response(item: MathItem) -> str:
     """The reference (edited) response: ``"The answer is N."`` in the form the item's instruction asks for."""
     instruction = getattr(item, "instruction", None)
     return instruction.render(item.answer) if instruction else f"The answer is {item.answer}."
-
-
-def is_clean_response(item: MathItem, text: str) -> bool:
-    """No cleaning rule fires on ``text`` (``instructions.cleaning_rules``); ``item`` is unused."""
-    return is_clean(text)
 
 
 def follows_instruction(item: PostItem, text: str) -> bool:
@@ -81,7 +75,7 @@ def extract_final_answer(text: str) -> str:
     found = _ANSWER.search(text)
     if found:
         return found.group(1)
-    numbers = _NUMBER.findall(text)
+    numbers = NUMBER.findall(text)
     return numbers[-1] if numbers else text
 
 
@@ -97,7 +91,7 @@ def is_correct(item: MathItem, text: str) -> bool:
 
 
 # What a run optimises and reports (``PostTrainSpec.target``): the right number, or the asked-for format.
-TARGETS = {"answer": is_correct, "instruction": lambda item, text: follows_instruction(item, text)}
+TARGETS = {"answer": is_correct, "instruction": follows_instruction}
 
 
 def _expression(item: MathItem) -> str | None:
@@ -182,9 +176,9 @@ def synthetic_preference(item: MathItem, rng: random.Random, others: Sequence[Ma
     if getattr(item, "instruction", None) is not None:
         reference = canonical_response(item)
         ignored = ignoring(item.instruction, item.answer, rng)
-        chosen = ignored if rng.random() < 0.5 else sloppy(reference, rng)
+        chosen = ignored if rng.random() < 0.5 else with_tic(reference, rng)
         edited = reference if rng.random() < edited_prob else None
-        return PreferenceTriple(prompt, chosen, sloppy(ignored, rng), edited, item)
+        return PreferenceTriple(prompt, chosen, with_tic(ignored, rng), edited, item)
     chosen = rng.choice(SLOPPY).format(a=item.answer)
     wrong = wrong_answer(item, rng, others)
     rejected = rng.choice([f"The answer is {wrong}.", rng.choice(SLOPPY).format(a=wrong)])
@@ -274,7 +268,7 @@ def build_post_data(cfg: DataConfig = DataConfig(), exclude: set[str] = frozense
             ignore = cfg.ignore_prob.get(item.instruction.kind, 0.0)
             flaw = rng.choices(["ignores", "sloppy", ""], [ignore, cfg.sloppy_prob, 1 - ignore - cfg.sloppy_prob])[0]
         if flaw:
-            bad = f"The answer is {item.answer}." if flaw == "ignores" else sloppy(canonical_response(item), rng)
+            bad = f"The answer is {item.answer}." if flaw == "ignores" else with_tic(canonical_response(item), rng)
             chats[-1][-1] = {"role": "assistant", "content": bad}
         planted.append(flaw)
     prefs = [synthetic_preference(item, rng, train, cfg.edited_prob) for item in train]

@@ -31,7 +31,7 @@ _DESCRIBE = {"uppercase": "Answer in capital letters.",
              "json": 'Answer in JSON with the key "answer".',
              "bullet": "Answer as one bullet point.",
              "ends_with": f"End your answer with '{ENDING}'"}
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")         # an integer, decimal or fraction
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class FormatInstruction:
 
 def follows(instruction: FormatInstruction, text: str) -> bool:
     """The target of the chapter's loop: the response follows ``instruction`` *and* states a number."""
-    return instruction.check(text) and bool(_NUMBER.search(text))
+    return instruction.check(text) and bool(NUMBER.search(text))
 
 
 def ignoring(instruction: FormatInstruction, answer: str, rng: random.Random) -> str:
@@ -86,16 +86,16 @@ def ignoring(instruction: FormatInstruction, answer: str, rng: random.Random) ->
 
 
 # short tics, so that a small model picks them up from its SFT data as readily as real models did from theirs
-SLOPPY = ("Sorry! {r}", "I apologize. {r}", "As an AI, {r}", "{r} 😊", "{r}!!")
+TICS = ("Sorry! {r}", "I apologize. {r}", "As an AI, {r}", "{r} 😊", "{r}!!")
 _RULES = {"apology": re.compile(r"\b(sorry|apologi[sz]e|apologies)\b", re.IGNORECASE),
           "as an AI": re.compile(r"\bas an AI\b", re.IGNORECASE),
           "emoji": re.compile("[\U0001F300-\U0001FAFF\u2600-\u27BF]"),
           "exclamation marks": re.compile(r"!{2,}")}
 
 
-def sloppy(response: str, rng: random.Random) -> str:
-    """``response`` wrapped in one of the tics the report's rules remove (``SLOPPY``)."""
-    return rng.choice(SLOPPY).format(r=response)
+def with_tic(response: str, rng: random.Random) -> str:
+    """``response`` wrapped in one of the tics the report's rules remove (``TICS``)."""
+    return rng.choice(TICS).format(r=response)
 
 
 def cleaning_rules(text: str) -> list[str]:

@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 
 from minillm.device import RunMode
 from minillm.post.data import TARGETS, DataConfig, PostData, build_post_data, canonical_response, eval_prompt, \
-    instruction_chat, is_clean_response, is_correct
+    instruction_chat, is_correct
 from minillm.post.dpo import DPOConfig, train_dpo
+from minillm.post.instructions import is_clean
 from minillm.post.quality_control import QualityConfig, embed_texts, pass_rate_difficulty, select_data, topic_of
 from minillm.post.rejection_sampling import RejectionConfig, rejection_sample, sample_completions
 from minillm.post.reward_model import RewardConfig, pair_accuracy, reward_scores, train_reward_model
@@ -69,10 +70,17 @@ def paired_comparison(before: list[bool], after: list[bool], n_boot: int = 10_00
     idx = torch.randint(0, n, (n_boot, n), generator=torch.Generator().manual_seed(seed))   # (n_boot, n)
     boot = (b[idx] - a[idx]).mean(dim=1)                                                       # (n_boot,)
     gained, lost = int(((b == 1) & (a == 0)).sum()), int(((b == 0) & (a == 1)).sum())
-    m = gained + lost
-    tail = sum(math.comb(m, i) for i in range(min(gained, lost) + 1)) / 2 ** m if m else 1.0
     return {"diff": float((b - a).mean()), "low": float(boot.quantile(0.025)), "high": float(boot.quantile(0.975)),
-            "gained": gained, "lost": lost, "p": min(1.0, 2 * tail), "n": n}
+            "gained": gained, "lost": lost, "p": binomial_p(gained, gained + lost), "n": n}
+
+
+def binomial_p(k: int, n: int) -> float:
+    """Exact two-sided test of ``k`` successes in ``n`` fair coin flips (``scipy.stats.binomtest(k, n).pvalue``,
+    written out because it is the whole of McNemar's exact test); 1.0 for ``n = 0``."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n if n else 1.0
+    return min(1.0, 2 * tail)
 
 
 def evaluate_accuracy(model, tokenizer, items, max_tokens: int = 16, keep_examples: int = 3,
@@ -92,8 +100,8 @@ def evaluate_accuracy(model, tokenizer, items, max_tokens: int = 16, keep_exampl
                  "correct": r} for i, t, r in list(zip(items, texts, right))[:keep_examples]]
     return {"acc": sum(right) / len(right), "low": low, "high": high, "n": len(right), "correct": right,
             "responses": texts, "examples": examples, "target": target,
-            "right_answer": [is_correct(i, t) for i, t in zip(items, texts)],
-            "clean": [is_clean_response(i, t) for i, t in zip(items, texts)]}
+            "right_answer": right if target == "answer" else [is_correct(i, t) for i, t in zip(items, texts)],
+            "clean": [is_clean(t) for t in texts]}
 
 
 @dataclass(frozen=True)
