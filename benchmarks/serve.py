@@ -114,7 +114,8 @@ def bench_memory(device, n: int, max_len: int, seed: int = 0) -> dict:
     model = Llama(cfg).to(device).eval()
     rng = random.Random(seed)
     lens = [(rng.randint(8, max_len // 4), rng.randint(8, max_len // 4)) for _ in range(n)]
-    engine = LLMEngine(model, block_size=16, max_num_seqs=n, max_num_batched_tokens=4096, prefix_caching=False)
+    engine = LLMEngine(model, block_size=16, max_num_seqs=n, max_num_batched_tokens=4096,
+                       enable_prefix_caching=False)
     for p, o in lens:
         engine.add_request([rng.randrange(cfg.vocab_size) for _ in range(p)],
                            SamplingParams(temperature=0.0, max_tokens=o, ignore_eos=True))
@@ -168,9 +169,9 @@ def bench_rejection(model: Llama, P: int, K: int, L: int, device, **engine_kw) -
             ("separate_same_pool", [prompt] * K, params, pool, False),
             ("separate_unbounded_pool", [prompt] * K, params, K * -(-(P + L) // bs), False)):
         engine, _ = start_engine(model, device, num_blocks=blocks, block_size=bs, max_num_seqs=K,
-                                 prefix_caching=caching, **engine_kw)
+                                 enable_prefix_caching=caching, **engine_kw)
         outs, t = timed(lambda: engine.generate(prompts, p), device)
-        tokens = sum(len(c.token_ids) for o in outs for c in o.completions)
+        tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
         runs[name] = {"num_blocks": blocks, "peak_kv_bytes": engine.peak_used_blocks * per_block, "seconds": t,
                       "output_tok_s": tokens / t, "preemptions": engine.scheduler.num_preemptions,
                       "cow_copies": engine.block_manager.stats["cow_copies"]}
@@ -194,7 +195,7 @@ def run_engine(model, reqs, device, **engine_kw) -> dict:
     graphs = engine.runner.graphs
     params = [SamplingParams(temperature=0.0, max_tokens=o, ignore_eos=True) for _, o in reqs]
     outs, t = timed(lambda: engine.generate([p for p, _ in reqs], params), device)
-    tokens = sum(len(o.completions[0].token_ids) for o in outs)
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     r = {"requests": len(reqs), "seconds": t, "output_tokens": tokens, "output_tok_s": tokens / t,
          "total_tok_s": (tokens + sum(len(p) for p, _ in reqs)) / t, "steps": engine.num_steps,
          "preemptions": engine.scheduler.num_preemptions, "num_blocks": engine.num_blocks,

@@ -25,13 +25,13 @@ def reference(m):
 
 
 def ids(outs):
-    return [o.completions[0].token_ids for o in outs]
+    return [o.outputs[0].token_ids for o in outs]
 
 
 @pytest.mark.parametrize("kw", [
     dict(),                                                            # whole prompts, roomy pool
     dict(max_num_batched_tokens=8),                                    # chunked prefill, 8 tokens a step
-    dict(chunked_prefill=False, max_num_batched_tokens=24),            # whole prefill, prompts wait for budget
+    dict(enable_chunked_prefill=False, max_num_batched_tokens=24),     # whole prefill, prompts wait for budget
     dict(block_size=1), dict(block_size=5, max_num_seqs=2),
 ], ids=["default", "chunked", "whole-prefill", "block1", "block5-two-seqs"])
 def test_greedy_engine_equals_minillm_generate_token_for_token(m, reference, kw):
@@ -53,7 +53,7 @@ def test_phase_seconds_account_for_the_steps_and_no_more(m):
 
 @pytest.mark.parametrize("chunked", [True, False])
 def test_a_full_pool_preempts_by_recomputation_and_still_finishes_with_the_same_tokens(m, reference, chunked):
-    engine = LLMEngine(m, num_blocks=16, block_size=4, chunked_prefill=chunked)
+    engine = LLMEngine(m, num_blocks=16, block_size=4, enable_chunked_prefill=chunked)
     assert ids(engine.generate(PROMPTS, GREEDY, max_steps=STEPS)) == reference
     assert engine.scheduler.num_preemptions > 0
     engine.block_manager.check()
@@ -62,9 +62,9 @@ def test_a_full_pool_preempts_by_recomputation_and_still_finishes_with_the_same_
 
 def test_n_samples_share_the_prompt_blocks_and_copy_on_write_the_last_one(m):
     prompt = list(range(1, 22))                                        # 21 tokens: 5 full blocks of 4 + 1 partial
-    engine = LLMEngine(m, num_blocks=64, block_size=4, prefix_caching=False)
+    engine = LLMEngine(m, num_blocks=64, block_size=4, enable_prefix_caching=False)
     out = engine.generate([prompt], SamplingParams(n=4, temperature=1.0, max_tokens=3), max_steps=STEPS)[0]
-    assert len(out.completions) == 4 and all(len(c.token_ids) == 3 for c in out.completions)
+    assert len(out.outputs) == 4 and all(len(c.token_ids) == 3 for c in out.outputs)
     assert engine.block_manager.stats["cow_copies"] == 3               # every child but the last writer copies
     # shared: 6 prompt blocks + 3 copies + new blocks, far fewer than 4 private copies of the prompt (4 × 6)
     assert engine.peak_used_blocks < 4 * 6
@@ -74,8 +74,8 @@ def test_sampling_with_a_seed_is_repeatable_and_n_completions_differ(m):
     params = SamplingParams(n=4, temperature=1.0, top_k=50, top_p=0.95, max_tokens=12)
     a = LLMEngine(m, seed=3).generate(PROMPTS[:2], params, max_steps=STEPS)
     b = LLMEngine(m, seed=3).generate(PROMPTS[:2], params, max_steps=STEPS)
-    assert [[c.token_ids for c in o.completions] for o in a] == [[c.token_ids for c in o.completions] for o in b]
-    assert len({tuple(c.token_ids) for c in a[0].completions}) > 1
+    assert [[c.token_ids for c in o.outputs] for o in a] == [[c.token_ids for c in o.outputs] for o in b]
+    assert len({tuple(c.token_ids) for c in a[0].outputs}) > 1
 
 
 def test_a_prefix_cached_prompt_is_not_recomputed_and_gives_the_same_tokens(m, reference):
@@ -89,10 +89,10 @@ def test_a_prefix_cached_prompt_is_not_recomputed_and_gives_the_same_tokens(m, r
 
 def test_stop_tokens_end_a_completion_like_generate(m, reference):
     stop = reference[0][5]
-    out = LLMEngine(m).generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=20, stop=(stop,)),
+    out = LLMEngine(m).generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=20, stop_token_ids=(stop,)),
                                 max_steps=STEPS)
     assert ids(out) == generate(m, PROMPTS, 20, stop_tokens=[stop])
-    assert out[0].completions[0].finish_reason == "stop"
+    assert out[0].outputs[0].finish_reason == "stop"
 
 
 def test_streaming_yields_the_generated_tokens_in_order(m, reference):
@@ -123,7 +123,8 @@ def test_bad_sampling_params_raise_a_value_error_naming_the_field(field, value):
 
 @pytest.mark.parametrize("field,value", [
     ("temperature", float("nan")), ("temperature", float("inf")), ("temperature", "0.7"), ("n", True), ("n", 2.0),
-    ("top_p", float("nan")), ("top_p", 0.0), ("top_k", True), ("max_tokens", 1.5), ("stop", 3.0),
+    ("top_p", float("nan")), ("top_p", 0.0), ("top_k", True), ("max_tokens", 1.5), ("stop_token_ids", 3.0),
+    ("stop", 3.0), ("stop", [""]), ("seed", 1.5), ("seed", True),
 ])
 def test_nan_inf_bool_and_float_sampling_params_are_rejected_when_built_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"SamplingParams.{field} must be"):
@@ -131,8 +132,8 @@ def test_nan_inf_bool_and_float_sampling_params_are_rejected_when_built_naming_t
 
 
 def test_numpy_integer_sampling_params_are_accepted_as_ints():
-    p = SamplingParams(n=np.int64(2), top_k=np.int32(5), max_tokens=np.int64(3), stop=[np.int64(7)])
-    assert (p.n, p.top_k, p.max_tokens, p.stop) == (2, 5, 3, (7,)) and type(p.n) is int
+    p = SamplingParams(n=np.int64(2), top_k=np.int32(5), max_tokens=np.int64(3), stop_token_ids=[np.int64(7)])
+    assert (p.n, p.top_k, p.max_tokens, p.stop_token_ids) == (2, 5, 3, (7,)) and type(p.n) is int
 
 
 def nan_params(max_tokens=20):
@@ -190,8 +191,8 @@ def test_abort_request_frees_a_queued_or_running_request(m, reference):
     assert {e.finish_reason for e in engine.abort_request(running)} == {"abort"}
     engine.abort_request(queued)
     out = engine.pop_request(running)
-    assert len(out.completions) == 3 and {c.finish_reason for c in out.completions} == {"abort"}
-    assert engine.pop_request(queued).completions[0].token_ids == []
+    assert len(out.outputs) == 3 and {c.finish_reason for c in out.outputs} == {"abort"}
+    assert engine.pop_request(queued).outputs[0].token_ids == []
     assert_empty(engine)
     assert ids(engine.generate(PROMPTS, GREEDY, max_steps=STEPS)) == reference
 
@@ -278,7 +279,7 @@ def test_static_decode_steps_give_the_tokens_of_generate(m, reference, kw):
 
 
 def test_padding_rows_of_a_static_decode_step_write_only_the_scratch_block(m):
-    engine = LLMEngine(m, num_blocks=32, block_size=4, decode_graphs="static", prefix_caching=False)
+    engine = LLMEngine(m, num_blocks=32, block_size=4, decode_graphs="static", enable_prefix_caching=False)
     for prompt in PROMPTS[:3]:
         engine.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=5))
     while any(s.num_computed < s.num_tokens - 1 for s in engine.scheduler.running) or engine.scheduler.waiting:

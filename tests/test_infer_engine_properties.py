@@ -48,14 +48,15 @@ def test_random_add_abort_and_failing_requests_all_end_and_leak_no_block(tiny, o
                                                                          max_num_seqs, budget, chunked, caching):
     num_blocks = -(-pool_tokens // block_size)                          # one or two requests' worth: preemptions
     engine = LLMEngine(tiny, num_blocks=num_blocks, block_size=block_size, max_num_seqs=max_num_seqs,
-                       max_num_batched_tokens=budget, chunked_prefill=chunked, prefix_caching=caching,
+                       max_num_batched_tokens=budget, enable_chunked_prefill=chunked, enable_prefix_caching=caching,
                        decode_graphs="off")
     accepted: dict[int, SamplingParams] = {}
     aborted, failing = set(), set()
     for op in ops:
         if op[0] == "add":
             _, prompt, n, max_tokens, temperature, stop = op
-            params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, stop=(0,) if stop else ())
+            params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,
+                                    stop_token_ids=(0,) if stop else ())
             before = dict(engine.requests)
             try:
                 accepted[engine.add_request(prompt, params)] = params
@@ -88,14 +89,14 @@ def test_random_add_abort_and_failing_requests_all_end_and_leak_no_block(tiny, o
     for rid, params in accepted.items():
         assert engine.is_finished(rid)
         out = engine.pop_request(rid)
-        reasons = {c.finish_reason for c in out.completions}
+        reasons = {c.finish_reason for c in out.outputs}
         if rid in failing:                                             # aborted, by its failure or by the caller
             assert reasons == {"abort"} and (isinstance(out.error, RuntimeError) or rid in aborted)
         elif rid in aborted and "abort" in reasons:
             assert out.error is None                                   # aborted by the caller, not by a failure
         else:
-            assert len(out.completions) == params.n and reasons <= {"stop", "length"}
-            for c in out.completions:
+            assert len(out.outputs) == params.n and reasons <= {"stop", "length"}
+            for c in out.outputs:
                 assert len(c.token_ids) == params.max_tokens if c.finish_reason == "length" \
                     else len(c.token_ids) < params.max_tokens
     assert engine.requests == {}

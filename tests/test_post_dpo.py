@@ -8,7 +8,7 @@ import torch
 from minillm import Llama, ModelConfig
 from minillm.post import (DPOConfig, PreferenceTriple, RLOOConfig, dpo_loss, dpo_objective, frozen_copy,
                           preference_batch, sequence_logps, train_dpo, train_rloo)
-from minillm.infer.engine import Completion
+from minillm.infer.engine import CompletionOutput
 from minillm.post import rloo
 from minillm.tokenizer import train_bpe
 
@@ -100,7 +100,7 @@ def test_an_rloo_step_is_reinforce_with_the_leave_one_out_baseline(policy, tok, 
     """Two fixed samples of one prompt (sampling itself is the engine's, tested there): rewards 1 and 0 give
     advantages +1 and −1; the loss is −mean(A · log π(y)) and one small step moves probability to the better one."""
     good, bad = tok.encode("The answer is 7."), tok.encode("The answer is 8.")
-    samples = [[Completion(good, None, "stop"), Completion(bad, None, "stop")]]
+    samples = [[CompletionOutput(0, None, good, "stop"), CompletionOutput(1, None, bad, "stop")]]
     monkeypatch.setattr(rloo, "sample_completions", lambda *a, **k: samples)
     rows = preference_batch(tok, [(PROMPT, "The answer is 7.", "The answer is 8.")], train_on_special=True)
 

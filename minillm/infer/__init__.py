@@ -5,16 +5,18 @@
 - ``sequence.py`` (``SamplingParams``, ``Sequence``), ``scheduler.py`` (continuous batching, preemption),
   ``model_runner.py`` (the paged forward over a ragged batch), ``decode_graphs.py`` (CUDA graphs of pure-decode
   steps), ``engine.py`` (``LLMEngine``), ``config.py`` (``EngineConfig``), ``outputs.py`` (``RequestOutput``,
-  ``Completion``, ``StreamEvent``).
+  ``CompletionOutput``, ``StreamEvent``), ``llm.py`` (``LLM``: vLLM's offline entry point, a model by name or path).
 """
 
 from minillm.infer.block_manager import BlockManager, block_hash
-from minillm.infer.engine import Completion, EngineConfig, LLMEngine, RequestOutput, StreamEvent
+from minillm.infer.engine import CompletionOutput, EngineConfig, LLMEngine, RequestOutput, StreamEvent
+from minillm.infer.llm import LLM
 from minillm.infer.paged_attention import (gather_kv, paged_decode_attention, paged_decode_attention_torch,
                                            paged_prefill_attention_torch, write_kv)
 from minillm.infer.scheduler import Scheduler, SchedulerConfig
 from minillm.infer.sequence import SamplingParams, Sequence
 
-__all__ = ["BlockManager", "block_hash", "Completion", "EngineConfig", "LLMEngine", "RequestOutput", "StreamEvent",
+__all__ = ["BlockManager", "block_hash", "CompletionOutput", "EngineConfig", "LLM", "LLMEngine", "RequestOutput",
+           "StreamEvent",
            "gather_kv", "paged_decode_attention", "paged_decode_attention_torch", "paged_prefill_attention_torch",
            "write_kv", "Scheduler", "SchedulerConfig", "SamplingParams", "Sequence"]

@@ -12,14 +12,16 @@ class EngineConfig:
     """Pool and scheduling knobs. ``num_blocks=None`` sizes the KV pool from ``gpu_memory_utilization`` of the free
     GPU memory, or from ``cpu_kv_bytes`` on the CPU (capped at ``max_num_seqs`` full-length sequences).
     ``decode_graphs``: pure-decode steps of up to ``min(max_num_seqs, 512)`` sequences replay CUDA graphs
-    (``decode_graphs.py``); ``"auto"`` does so on a GPU, ``"static"`` runs the same padded step eagerly (tests)."""
+    (``decode_graphs.py``); ``"auto"`` does so on a GPU, ``"static"`` runs the same padded step eagerly (tests).
+    ``enable_prefix_caching`` / ``enable_chunked_prefill`` are vLLM's engine arguments (both on by default, as in
+    vLLM's V1 engine); ``seed`` seeds the engine's generator, used by requests without their own seed."""
 
     num_blocks: int | None = None
     block_size: int = 16
     max_num_seqs: int = 128
     max_num_batched_tokens: int = 2048
-    chunked_prefill: bool = True
-    prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
     gpu_memory_utilization: float = 0.85
     cpu_kv_bytes: int = 1 << 30
     attn_impl: str = "auto"
@@ -38,4 +40,7 @@ class EngineConfig:
         if self.decode_graphs not in ("auto", "cuda", "static", "off"):
             raise ValueError(f"EngineConfig.decode_graphs must be 'auto' (CUDA graphs on a GPU), 'cuda', 'static' "
                              f"(the padded graph step run eagerly) or 'off', got {self.decode_graphs!r}")
-        SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens, self.chunked_prefill)  # validates those
+        for name in ("enable_chunked_prefill", "enable_prefix_caching"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EngineConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        SchedulerConfig(self.max_num_seqs, self.max_num_batched_tokens, self.enable_chunked_prefill)  # validates those

@@ -1,9 +1,10 @@
 """``LLMEngine``: continuous batching over a paged KV cache, with parallel sampling and prefix caching (vLLM §4).
 
     engine = LLMEngine(model, tokenizer=tok)                       # num_blocks=None: size the pool from memory
+    engine = LLMEngine("smollm2")                                  # or a name / a Hugging Face folder / a GGUF file
     outs = engine.generate(["The capital of France is"], SamplingParams(n=4, temperature=0.8, max_tokens=32))
-    outs[0].completions[2].text
-    for event in engine.stream(prompts, params): ...               # tokens as they are sampled
+    outs[0].outputs[2].text
+    for event in engine.stream(prompts, sampling_params): ...      # tokens as they are sampled
     rid = engine.add_request(ids, params); engine.step(); engine.abort_request(rid); engine.pop_request(rid)
 
 Each ``step()``: the scheduler picks the batch (``scheduler.py``), the engine does the copy-on-write copies, the
@@ -11,6 +12,9 @@ runner computes the batch's new tokens through the paged cache (``model_runner.p
 token was computed sample one token each. When a prompt with ``n > 1`` finishes its prefill, it forks ``n − 1``
 children sharing its blocks (vLLM §4.4) that sample from the same logits: the prompt is computed and stored once —
 the rejection-sampling setting in which the Llama 3 report (§6.2) credits PagedAttention with over 2×.
+
+Names follow vLLM (``SamplingParams``, ``RequestOutput.outputs``, ``enable_prefix_caching``); ``LLM`` in
+``llm.py`` is the offline entry point.
 
 Requests are checked once, when added (``minillm.generate.check_prompt``, ``SamplingParams``); a step that still
 raises for a request aborts it (``finish_reason="abort"``, its ``error`` kept) and frees its blocks, so one bad
@@ -29,25 +33,38 @@ from minillm.generate import check_prompt, sample_next
 from minillm.infer.block_manager import BlockManager
 from minillm.infer.config import EngineConfig
 from minillm.infer.model_runner import ModelRunner
-from minillm.infer.outputs import Completion, RequestOutput, StreamEvent
+from minillm.detokenizer import IncrementalDecoder
+from minillm.infer.outputs import CompletionOutput, RequestOutput, StreamEvent
 from minillm.infer.scheduler import Scheduler, SchedulerConfig
 from minillm.infer.sequence import SamplingParams, Sequence, Status
 from minillm.model.llama import Llama
 
-__all__ = ["LLMEngine", "EngineConfig", "Completion", "RequestOutput", "StreamEvent"]   # the last four re-exported
+__all__ = ["LLMEngine", "EngineConfig", "CompletionOutput", "RequestOutput", "StreamEvent"]  # the last 4 re-exported
+RENAMED = {"prefix_caching": "enable_prefix_caching", "chunked_prefill": "enable_chunked_prefill"}
 
 
 class LLMEngine:
-    """Serve a ``minillm.Llama``: ``generate(prompts, params)`` or ``stream(...)``; ``step()`` for finer control."""
+    """Serve a ``minillm.Llama``: ``generate(prompts, sampling_params)`` or ``stream(...)``; ``step()`` for finer
+    control. ``model`` is a ``Llama``, or what ``minillm.model.load.load_model`` takes: a name (``"smollm2"``), a
+    Hugging Face folder or a GGUF file, whose tokenizer is then used unless ``tokenizer`` is given. vLLM builds its
+    engine from ``EngineArgs``; here the keyword arguments are ``EngineConfig``'s fields."""
 
-    def __init__(self, model: Llama, num_blocks: int | None = None, block_size: int = 16, tokenizer=None,
+    def __init__(self, model: Llama | str, num_blocks: int | None = None, block_size: int = 16, tokenizer=None,
                  **config):
+        for old, new in RENAMED.items():
+            if old in config:
+                raise TypeError(f"LLMEngine({old}=...) is now {new}=... (vLLM's name)")
         self.config = cfg = EngineConfig(num_blocks=num_blocks, block_size=block_size, **config)
+        if not isinstance(model, Llama):
+            from minillm.model.load import load_model
+
+            model, loaded_tokenizer = load_model(model)
+            tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
         self.model, self.tokenizer = model.eval(), tokenizer
         self.num_blocks = cfg.num_blocks or self._default_num_blocks()
-        self.block_manager = BlockManager(self.num_blocks, cfg.block_size, cfg.prefix_caching)
+        self.block_manager = BlockManager(self.num_blocks, cfg.block_size, cfg.enable_prefix_caching)
         self.scheduler = Scheduler(SchedulerConfig(cfg.max_num_seqs, cfg.max_num_batched_tokens,
-                                                   cfg.chunked_prefill), self.block_manager)
+                                                   cfg.enable_chunked_prefill), self.block_manager)
         device = model.tok_embeddings.weight.device
         graphs = cfg.decode_graphs if cfg.decode_graphs != "auto" else "cuda" if device.type == "cuda" else "off"
         self.runner = ModelRunner(model, self.num_blocks, cfg.block_size, cfg.attn_impl, graphs,
@@ -56,6 +73,7 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._request_ids = itertools.count()
         self.requests: dict[int, list[Sequence]] = {}
+        self.prompts: dict[int, str | None] = {}      # a request's prompt text (None: given as token ids)
         self.num_steps = 0
         self.peak_used_blocks = 0
         # wall seconds per phase of step(): "host" (scheduling, block tables, inputs: the GPU waits through it,
@@ -79,8 +97,11 @@ class LLMEngine:
         them."""
         params = SamplingParams() if params is None else params
         if not isinstance(params, SamplingParams):
-            raise TypeError(f"params of prompts[{index}] must be a SamplingParams (or None for the defaults), got "
-                            f"{type(params).__name__}")
+            raise TypeError(f"sampling_params of prompts[{index}] must be a SamplingParams (or None for the "
+                            f"defaults), got {type(params).__name__}")
+        if params.stop and self.tokenizer is None:
+            raise ValueError(f"SamplingParams(stop={list(params.stop)!r}) needs LLMEngine(..., tokenizer=...) to "
+                             f"read the text; or stop at token ids with stop_token_ids=[...]")
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("a text prompt needs LLMEngine(..., tokenizer=...); or pass token ids")
@@ -94,20 +115,30 @@ class LLMEngine:
         return ids, params
 
     def add_request(self, prompt: Seq[int] | str, params: SamplingParams | None = None) -> int:
-        """Queue one prompt (token ids, or text with a tokenizer); returns its request id. Its sequences stay in
-        ``requests`` until ``pop_request`` (``generate`` and ``stream`` pop theirs)."""
-        return self._queue(*self._check(prompt, params))
+        """Queue one prompt (token ids, or text with a tokenizer); returns its request id (vLLM's ``add_request``
+        takes the id from the caller instead). Its sequences stay in ``requests`` until ``pop_request``
+        (``generate`` and ``stream`` pop theirs)."""
+        return self._queue(*self._check(prompt, params), prompt if isinstance(prompt, str) else None)
 
-    def _queue(self, ids: list[int], params: SamplingParams) -> int:
-        stop = set(params.stop)
+    def _queue(self, ids: list[int], params: SamplingParams, text: str | None = None) -> int:
+        stop = set(params.stop_token_ids)
         if self.tokenizer is not None and not params.ignore_eos:
             stop |= set(getattr(self.tokenizer, "stop_ids", []))
         rid = next(self._request_ids)
         seq = Sequence(next(self._seq_ids), rid, 0, list(ids), len(ids), params, frozenset(stop),
                        pending_forks=params.n - 1)
-        self.requests[rid] = [seq]
+        self._start_output(seq)
+        self.requests[rid], self.prompts[rid] = [seq], text
         self.scheduler.add(seq)
         return rid
+
+    def _start_output(self, seq: Sequence) -> None:
+        """A seeded completion's own generator (``seed + index``, vLLM's rule) and its incremental decoder."""
+        if seq.params.seed is not None:
+            device = self.model.tok_embeddings.weight.device
+            seq.generator = torch.Generator(device=device).manual_seed(seq.params.seed + seq.sample_index)
+        if self.tokenizer is not None:
+            seq.decoder = IncrementalDecoder(self.tokenizer)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -133,12 +164,15 @@ class LLMEngine:
 
     def pop_request(self, request_id: int) -> RequestOutput:
         """Remove a request from the engine (aborting what is left of it) and return its output."""
+        finished = request_id in self.requests and self.is_finished(request_id) and all(
+            s.finish_reason in ("stop", "length") for s in self.requests[request_id])
         self.abort_request(request_id)
         seqs = sorted(self.requests.pop(request_id), key=lambda s: s.sample_index)
         error = next((s.error for s in seqs if s.error is not None), None)
-        return RequestOutput(seqs[0].token_ids[:seqs[0].prompt_len], [
-            Completion(s.output_ids, s.text if self.tokenizer is not None else None, s.finish_reason)
-            for s in seqs], error)
+        outputs = [CompletionOutput(s.sample_index, s.text if self.tokenizer is not None else None, s.output_ids,
+                                    s.finish_reason, s.stop_reason) for s in seqs]
+        return RequestOutput(request_id, self.prompts.pop(request_id, None), seqs[0].token_ids[:seqs[0].prompt_len],
+                             outputs, finished, error)
 
     # ---------------------------------------------------------------- one step
     @torch.inference_mode()
@@ -171,19 +205,22 @@ class LLMEngine:
             self.block_manager.mark_computed(seq.seq_id, seq.token_ids, seq.num_computed)
         self.num_steps += 1
         self.peak_used_blocks = max(self.peak_used_blocks, self.num_blocks - self.block_manager.num_free)
-        # sample: one call per distinct (temperature, top_k, top_p), not per sequence (one device sync each)
+        # sample: one call per distinct (temperature, top_k, top_p), not per sequence (one device sync each);
+        # a seeded sequence samples alone, from its own generator, so what else is in the batch cannot change it
         groups: dict[tuple, tuple[list[int], list[Sequence]]] = {}
         for row, i in enumerate(sampled):
-            seqs = [batch.seqs[i]] + self._fork(batch.seqs[i])              # n - 1 children after the prompt
-            p = seqs[0].params
-            rows, members = groups.setdefault((p.temperature, p.top_k, p.top_p), ([], []))
-            rows += [row] * len(seqs)
-            members += seqs
+            for seq in [batch.seqs[i]] + self._fork(batch.seqs[i]):       # n - 1 children after the prompt
+                p = seq.params
+                key = (p.temperature, p.top_k, p.top_p) + ((seq.seq_id,) if seq.generator is not None else ())
+                rows, members = groups.setdefault(key, ([], []))
+                rows.append(row)
+                members.append(seq)
         events = []
-        for (temperature, top_k, top_p), (rows, members) in groups.items():
+        for key, (rows, members) in groups.items():
+            generator = members[0].generator if len(key) == 4 else self.generator
             try:
                 picked = logits[torch.tensor(rows, device=logits.device)]     # (len(rows), vocab)
-                tokens = sample_next(picked, temperature, top_k, top_p, self.generator).tolist()
+                tokens = sample_next(picked, *key[:3], generator).tolist()
                 for seq, token in zip(members, tokens):
                     events.append(self._append(seq, token))
             except Exception as err:                                        # e.g. NaN logits in multinomial
@@ -202,6 +239,7 @@ class LLMEngine:
         for k in range(parent.pending_forks):
             child = Sequence(next(self._seq_ids), parent.request_id, k + 1, list(parent.token_ids), parent.prompt_len,
                              parent.params, parent.stop_ids, num_computed=parent.num_computed, status=parent.status)
+            self._start_output(child)
             self.block_manager.fork(parent.seq_id, child.seq_id)
             self.scheduler.running.append(child)
             self.requests[parent.request_id].append(child)
@@ -210,17 +248,27 @@ class LLMEngine:
         return children
 
     def _append(self, seq: Sequence, token: int) -> StreamEvent:
+        """Add a sampled token to ``seq`` and check the stop conditions; the event carries the text that is now
+        certain: while a completion runs, its last ``len(longest stop string) - 1`` characters are held back, since
+        they could be the start of a stop string (vLLM's detokenizer does the same)."""
         if token in seq.stop_ids:
-            self.scheduler.finish(seq, "stop")
-            return StreamEvent(seq.request_id, seq.sample_index, None, "", "stop")
+            self._finish(seq, "stop", token)
+            return StreamEvent(seq.request_id, seq.sample_index, None, seq.take_new_text(), "stop")
         seq.token_ids.append(token)
-        delta = ""
-        if self.tokenizer is not None:
-            text = self.tokenizer.decode(seq.output_ids)
-            delta, seq.text = text[len(seq.text):], text
-        if len(seq.output_ids) >= seq.params.max_tokens:
-            self.scheduler.finish(seq, "length")
-        return StreamEvent(seq.request_id, seq.sample_index, token, delta, seq.finish_reason)
+        if seq.decoder is not None:
+            old = len(seq.text)
+            seq.text += seq.decoder.step(token)
+            if seq.params.stop and len(seq.text) > old and (found := seq.cut_at_stop_string(old)) is not None:
+                self._finish(seq, "stop", found)
+        if seq.finish_reason is None and len(seq.output_ids) >= seq.params.max_tokens:
+            self._finish(seq, "length")
+        return StreamEvent(seq.request_id, seq.sample_index, token, seq.take_new_text(), seq.finish_reason)
+
+    def _finish(self, seq: Sequence, reason: str, stop_reason: str | int | None = None) -> None:
+        self.scheduler.finish(seq, reason)
+        seq.stop_reason = stop_reason
+        if seq.decoder is not None and not isinstance(stop_reason, str):
+            seq.text += seq.decoder.flush()              # an unfinished character, as decode() writes it
 
     # ---------------------------------------------------------------- batch API
     def _add_all(self, prompts, params) -> list[int]:
@@ -231,7 +279,8 @@ class LLMEngine:
         if len(params_list) != len(prompts):
             raise ValueError(f"got {len(params_list)} SamplingParams for {len(prompts)} prompts")
         checked = [self._check(prompt, p, i) for i, (prompt, p) in enumerate(zip(prompts, params_list))]
-        return [self._queue(ids, p) for ids, p in checked]                 # all valid before any is queued
+        texts = [prompt if isinstance(prompt, str) else None for prompt in prompts]
+        return [self._queue(ids, p, text) for (ids, p), text in zip(checked, texts)]   # all valid before queueing
 
     def _run(self, max_steps: int | None) -> Iterator[StreamEvent]:
         steps = 0
@@ -241,12 +290,13 @@ class LLMEngine:
             yield from self.step()
             steps += 1
 
-    def stream(self, prompts: Seq[Seq[int] | str], params: SamplingParams | Seq[SamplingParams] | None = None,
+    def stream(self, prompts: Seq[Seq[int] | str],
+               sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
                max_steps: int | None = None) -> Iterator[StreamEvent]:
         """Queue ``prompts`` and yield every sampled token until all are done; an event's ``request_id`` is its
         prompt's index in ``prompts``. ``max_steps`` bounds the loop (``RuntimeError`` past it). A request leaves the
         engine as soon as it finishes; closing the stream early aborts and removes the rest."""
-        index = {rid: i for i, rid in enumerate(self._add_all(prompts, params))}
+        index = {rid: i for i, rid in enumerate(self._add_all(prompts, sampling_params))}
         try:
             for event in self._run(max_steps):
                 rid = event.request_id
@@ -254,18 +304,21 @@ class LLMEngine:
                     event.request_id = index[rid]
                     if event.finish_reason is not None and self.is_finished(rid):
                         self.requests.pop(rid)                           # free it now: no reference kept
+                        self.prompts.pop(rid, None)
                         del index[rid]
                     yield event
         finally:
             for rid in index:
                 self.pop_request(rid)
 
-    def generate(self, prompts: Seq[Seq[int] | str], params: SamplingParams | Seq[SamplingParams] | None = None,
+    def generate(self, prompts: Seq[Seq[int] | str],
+                 sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
                  max_steps: int | None = None) -> list[RequestOutput]:
-        """Per prompt, its ``n`` completions (in sample order). ``max_steps`` as in ``stream``. If a step failed for
-        a request, the others still finish, then a ``RuntimeError`` naming that prompt is raised from its error;
-        nothing of this call is left in the engine either way."""
-        rids = self._add_all(prompts, params)
+        """Per prompt, a ``RequestOutput`` with its ``n`` completions in ``outputs`` (in sample order); one
+        ``SamplingParams`` for all prompts or one per prompt, as in vLLM. ``max_steps`` as in ``stream``. If a step
+        failed for a request, the others still finish, then a ``RuntimeError`` naming that prompt is raised from its
+        error; nothing of this call is left in the engine either way."""
+        rids = self._add_all(prompts, sampling_params)
         try:
             for _ in self._run(max_steps):
                 pass

@@ -13,18 +13,24 @@ from __future__ import annotations
 import enum
 import numbers
 from dataclasses import dataclass, field
+from typing import Any
 
 from minillm.generate import check_sampling
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample the completions of one prompt.
+    """How to sample the completions of one prompt, with vLLM's field names and defaults (``vllm.SamplingParams``).
 
     ``n`` completions (sharing the prompt's KV blocks); ``temperature`` 0 is greedy, else softmax at that temperature
-    restricted to ``top_k`` tokens and/or the ``top_p`` nucleus (as ``minillm.generate.sample_next``); at most
-    ``max_tokens`` new tokens; generation stops at a token of ``stop`` (not included in the output) or at the
-    tokenizer's stop tokens unless ``ignore_eos``.
+    restricted to ``top_k`` tokens and/or the ``top_p`` nucleus (as ``minillm.generate.sample_next``; None disables
+    them where vLLM uses -1 and 1.0); at most ``max_tokens`` new tokens.
+
+    A completion ends at the first of: a string of ``stop`` appearing in its decoded text (the text is cut before it
+    unless ``include_stop_str_in_output``; the prompt's text is not searched), a token of ``stop_token_ids`` (left
+    out of the output), the tokenizer's stop tokens unless ``ignore_eos``. ``seed`` makes a request's samples
+    repeatable whatever else is in the batch: completion ``i`` draws from its own generator seeded ``seed + i``
+    (vLLM's parallel sampling does the same); None shares the engine's generator.
     """
 
     n: int = 1
@@ -32,8 +38,11 @@ class SamplingParams:
     top_k: int | None = None
     top_p: float | None = None
     max_tokens: int = 16
-    stop: tuple[int, ...] = ()
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         """Validate every field once, here: the engine trusts them afterwards (a NaN temperature would otherwise
@@ -50,13 +59,37 @@ class SamplingParams:
         object.__setattr__(self, "temperature", float(self.temperature))
         if self.top_p is not None:
             object.__setattr__(self, "top_p", float(self.top_p))
-        stop = (self.stop,) if isinstance(self.stop, numbers.Integral) else self.stop
-        if not isinstance(stop, (list, tuple, set, frozenset)) or not all(
-                isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in stop):
-            raise ValueError(f"SamplingParams.stop must be token ids (ints), got {self.stop!r}; encode strings first")
-        object.__setattr__(self, "stop", tuple(int(t) for t in stop))
-        if not isinstance(self.ignore_eos, bool):
-            raise ValueError(f"SamplingParams.ignore_eos must be a bool, got {self.ignore_eos!r}")
+        object.__setattr__(self, "stop", _stop_strings(self.stop))
+        ids = (self.stop_token_ids,) if _is_int(self.stop_token_ids) else self.stop_token_ids
+        if not isinstance(ids, (list, tuple, set, frozenset)) or not all(_is_int(t) and t >= 0 for t in ids):
+            raise ValueError(f"SamplingParams.stop_token_ids must be token ids (ints >= 0), got "
+                             f"{self.stop_token_ids!r}; stop strings go in stop=[...]")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in ids))
+        for name in ("ignore_eos", "include_stop_str_in_output"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"SamplingParams.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.seed is not None and not _is_int(self.seed):
+            raise ValueError(f"SamplingParams.seed must be None or an int, got {self.seed!r}")
+        if self.seed is not None:
+            object.__setattr__(self, "seed", int(self.seed))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _stop_strings(stop) -> tuple[str, ...]:
+    """``stop`` as a tuple of non-empty strings; token ids get an error that names ``stop_token_ids``."""
+    stop = (stop,) if isinstance(stop, str) or _is_int(stop) else stop
+    if not isinstance(stop, (list, tuple, set, frozenset)):
+        raise ValueError(f"SamplingParams.stop must be a string or a list of strings, got {stop!r}")
+    ints = [s for s in stop if _is_int(s)]
+    if ints:
+        raise ValueError(f"SamplingParams.stop must be strings (as in vLLM), got token ids {ints!r}: pass "
+                         f"token ids as stop_token_ids={[int(i) for i in ints]!r}")
+    if not all(isinstance(s, str) and s for s in stop):
+        raise ValueError(f"SamplingParams.stop must be non-empty strings, got {stop!r}")
+    return tuple(stop)
 
 
 class Status(enum.Enum):
@@ -75,12 +108,16 @@ class Sequence:
     token_ids: list[int]
     prompt_len: int
     params: SamplingParams
-    stop_ids: frozenset[int] = frozenset()
+    stop_ids: frozenset[int] = frozenset()          # stop_token_ids + the tokenizer's stop tokens
     num_computed: int = 0
     pending_forks: int = 0     # children still to fork from this parent once its prompt is prefilled
     status: Status = Status.WAITING
     finish_reason: str | None = None     # "stop", "length" or "abort" (see error)
-    text: str = field(default="", repr=False)
+    text: str = field(default="", repr=False)      # decoded output so far (cut at a stop string)
+    emitted: int = 0                                # len(text) already streamed (the rest may start a stop string)
+    stop_reason: str | int | None = None
+    generator: Any = field(default=None, repr=False)   # torch.Generator of a seeded request, else None
+    decoder: Any = field(default=None, repr=False)     # minillm.tokenizer.IncrementalDecoder of its output
     error: Exception | None = None       # why an aborted sequence's request failed (None: aborted by the caller)
 
     @property
@@ -95,3 +132,25 @@ class Sequence:
     def is_prefill(self) -> bool:
         """More than the last token still lacks KV (a prompt, or a sequence being recomputed after preemption)."""
         return self.num_tokens - self.num_computed > 1
+
+    def cut_at_stop_string(self, old: int) -> str | None:
+        """The earliest stop string that the text added after ``text[:old]`` completes (only a string ending there
+        can be new; the prompt is never searched), with ``text`` cut before it (after it, to include it); or None."""
+        p = self.params
+        start = max(0, old - max(len(s) for s in p.stop) + 1)
+        found = [(i, s) for s in p.stop if (i := self.text.find(s, start)) >= 0]
+        if not found:
+            return None
+        i, s = min(found)
+        self.text = self.text[:i + len(s) if p.include_stop_str_in_output else i]
+        return s
+
+    def take_new_text(self) -> str:
+        """The text not streamed yet that is certain: while running, the last ``len(longest stop string) - 1``
+        characters are held back, since they could start a stop string (vLLM's detokenizer does the same)."""
+        hold = 0
+        if self.finish_reason is None and self.params.stop and not self.params.include_stop_str_in_output:
+            hold = max(len(s) for s in self.params.stop) - 1
+        end = max(self.emitted, len(self.text) - hold)
+        piece, self.emitted = self.text[self.emitted:end], end
+        return piece

