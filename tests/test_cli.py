@@ -106,12 +106,16 @@ def test_streaming_holds_back_utf8_characters_split_across_tokens():
     assert "".join(writes) == text and not any("\ufffd" in w for w in writes)
 
 
-def _recording(tok):
-    """``tok`` whose ``decode`` records the length of every id list it is given."""
-    sizes = []
-    decode = tok.decode
-    tok.decode = lambda ids: sizes.append(len(ids)) or decode(ids)
-    return tok, sizes
+class DecodeOnly:
+    """A tokenizer with only ``decode`` (no ``tokenizers.Tokenizer`` inside): the Python window fallback. Records
+    the length of every id list it decodes."""
+
+    def __init__(self, tok):
+        self.tok, self.sizes = tok, []
+
+    def decode(self, ids, skip_special_tokens=False):
+        self.sizes.append(len(ids))
+        return self.tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -119,18 +123,44 @@ def bpe():
     return train_bpe(["hello world, plain ascii text"] * 20, vocab_size=300)
 
 
-def test_streaming_decodes_a_small_window_and_matches_a_full_decode(bpe):
-    text = "Llamas 🦙🦙 grazing — 你好，世界！ こんにちは 😀 naïve café " * 8
-    ids = bpe.encode(text)
-    assert len(ids) > 400 and bpe.decode(ids) == text
-    tok, sizes = _recording(bpe)
+TEXT = "Llamas 🦙🦙 grazing — 你好，世界！ こんにちは 😀 naïve café héllo 日本 " * 8
+
+
+def test_streaming_without_decode_stream_decodes_a_small_window_and_matches_a_full_decode(bpe):
+    ids = bpe.encode(TEXT)
+    assert len(ids) > 400 and bpe.decode(ids) == TEXT
+    tok = DecodeOnly(bpe)
+    pieces = list(text_chunks(tok, iter(ids)))
+    assert "".join(pieces) == TEXT and not any("\ufffd" in p for p in pieces)
+    assert max(tok.sizes) <= 8              # 4-byte emoji: at most its 4 byte tokens, plus the context before it
+    assert sum(tok.sizes) < 6 * len(ids)    # a full re-decode per token would be ~len(ids)**2 / 2 ids
+
+
+def test_streaming_a_real_tokenizer_goes_through_decode_stream_not_repeated_decodes(bpe, monkeypatch):
+    ids = bpe.encode(TEXT)
+    calls = []
+    decode = bpe.decode
+    monkeypatch.setattr(bpe, "decode", lambda i, **kw: calls.append(len(i)) or decode(i, **kw))
+    out = io.StringIO()
+    assert print_stream(bpe, iter(ids), out) == TEXT == out.getvalue()
+    assert len(calls) <= 1                  # only the final flush decodes all ids; each token is a DecodeStream step
+
+
+def test_the_first_conversion_of_smollm2_shows_a_progress_bar_on_stderr(tmp_path, monkeypatch, capsys):
+    from minillm.model import load
+
     try:
-        pieces = list(text_chunks(tok, iter(ids)))
-    finally:
-        del tok.decode
-    assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)
-    assert max(sizes) <= 8                  # 4-byte emoji: at most its 4 byte tokens, plus the context before it
-    assert sum(sizes) < 6 * len(ids)        # a full re-decode per token would be ~len(ids)**2 / 2 ids
+        load.smollm2_gguf_path()
+    except ImportError as err:
+        pytest.skip(str(err))
+    monkeypatch.setenv("MINILLM_CACHE", str(tmp_path))
+    monkeypatch.setattr(load, "load_pretrained", lambda path, *a: ("model", "tokenizer"))
+    monkeypatch.setattr(load, "save_pretrained", lambda m, t, out: (Path(out) / "config.json").write_text("{}"))
+    load.load_smollm2()
+    out, err = capsys.readouterr()
+    assert out == "" and "smollm2: converting the GGUF once" in err and "2/2" in err
+    load.load_smollm2()                     # cached now: no bar
+    assert "converting" not in capsys.readouterr().err
 
 
 @settings(max_examples=100, deadline=None, database=None)

