@@ -9,9 +9,10 @@ bump when the code changes). The folder lives at ``<cache>/<name>/<hash of recip
 - a changed recipe builds anew beside the old one (nothing is overwritten);
 - a build that fails or is interrupted leaves nothing behind: it writes to ``.tmp-<key>-<pid>``, fsynced and renamed
   when complete (``minillm.durable``); the temporary folders of killed builds are deleted when the next build starts;
-- two processes asking at once build it once (a file lock holding the builder's pid). A waiter logs once which pid
-  it waits for and gives up after ``lock_timeout`` seconds (default 30 minutes, ``MINILLM_LOCK_TIMEOUT``) with
-  ``LockTimeout`` naming the lock file and that pid, instead of hanging forever behind a stopped process.
+- two processes asking at once build it once (a ``filelock`` lock, the builder's pid in a file beside it). A waiter
+  logs once which pid it waits for and gives up after ``lock_timeout`` seconds (default 30 minutes,
+  ``MINILLM_LOCK_TIMEOUT``) with ``LockTimeout`` naming the lock file and that pid, instead of hanging forever behind
+  a stopped process.
 
 The cache root is ``~/.cache/minillm``; set ``MINILLM_CACHE`` or pass ``root=`` to put it elsewhere.
 Nothing here is committed to git: every artifact is rebuilt deterministically from its recipe on a fresh machine.
@@ -33,6 +34,8 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+
+from filelock import FileLock, Timeout
 
 from minillm.durable import fsync_tree, remove_stale_temporaries, replace_dir
 
@@ -179,45 +182,42 @@ def list_artifacts(root: str | os.PathLike | None = None) -> list[tuple[str, str
 
 @contextlib.contextmanager
 def _lock(path: Path, timeout: float, name: str) -> Iterator[None]:
-    """An exclusive inter-process lock (``fcntl.flock``; no-op where fcntl does not exist) holding the holder's pid.
+    """An exclusive inter-process lock on ``path`` (``filelock``: ``flock`` on POSIX, ``msvcrt`` on Windows), with
+    the holder's pid in a sidecar file ``<path>.pid`` (filelock truncates the lock file itself on every attempt).
 
-    Waits at most ``timeout`` seconds, logging once (INFO) which pid it waits for, then raises ``LockTimeout``.
+    Waits at most ``timeout`` seconds, logging once (INFO) which pid it waits for, then raises ``LockTimeout``. The
+    operating system drops the lock when its holder dies, so a killed build never blocks the next one.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows: single-process use only
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not "w": truncating would erase the holder's pid
-    try:
-        deadline, logged = time.monotonic() + timeout, False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _read_pid(fd)
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"{name}: waited {timeout:.0f} s for lock file {path}, held by pid {holder}. If that "
-                        f"process is stopped or hung, end it; else allow longer with lock_timeout= or "
-                        f"MINILLM_LOCK_TIMEOUT") from None
-                if not logged:
-                    log.info("%s: waiting for pid %s, which is building it (lock file %s)", name, holder, path.name)
-                    logged = True
-                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    lock, pid_file = FileLock(path), Path(f"{path}.pid")
+    deadline, logged = time.monotonic() + timeout, False
+    while True:
         try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            lock.acquire(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+            break
+        except Timeout:
+            holder = _read_pid(pid_file)
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"{name}: waited {timeout:.0f} s for lock file {path}, held by pid {holder}. If that "
+                    f"process is stopped or hung, end it; else allow longer with lock_timeout= or "
+                    f"MINILLM_LOCK_TIMEOUT") from None
+            if not logged:
+                log.info("%s: waiting for pid %s, which is building it (lock file %s)", name, holder, path.name)
+                logged = True
+    try:
+        tmp = pid_file.with_name(f"{pid_file.name}.{os.getpid()}")
+        tmp.write_text(str(os.getpid()))
+        os.replace(tmp, pid_file)                                    # a reader sees no pid or a whole one
+        yield
     finally:
-        os.close(fd)
+        pid_file.unlink(missing_ok=True)                             # while still holding the lock
+        lock.release()
 
 
-def _read_pid(fd: int) -> str:
-    """The pid the lock's holder wrote into the lock file ("unknown" before it has written it)."""
-    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+def _read_pid(pid_file: Path) -> str:
+    """The pid the lock's holder wrote ("unknown" before it has written it)."""
+    try:
+        text = pid_file.read_text().strip()
+    except OSError:
+        return "unknown"
     return text if text.isdigit() else "unknown"

@@ -70,6 +70,19 @@ def test_waiting_behind_a_stopped_builder_times_out_naming_the_lock_file_and_its
     artifacts.build_or_load("model", RECIPE, _write, root=tmp_path / "cache")   # the lock died with its holder
 
 
+def test_the_builders_pid_sits_beside_the_lock_while_it_builds_and_is_gone_after_the_next_build(tmp_path):
+    child = _start_hanging_builder(tmp_path)
+    folder = artifacts.artifact_path("model", RECIPE, root=tmp_path / "cache")
+    pid_file = folder.parent / f"{folder.name}.lock.pid"
+    try:
+        assert pid_file.read_text() == str(child.pid)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+    artifacts.build_or_load("model", RECIPE, _write, root=tmp_path / "cache", lock_timeout=5)
+    assert not pid_file.exists() and {p.name for p in folder.parent.iterdir()} == {folder.name, f"{folder.name}.lock"}
+
+
 def test_lock_timeout_comes_from_the_argument_then_the_environment_then_the_default(monkeypatch):
     monkeypatch.delenv("MINILLM_LOCK_TIMEOUT", raising=False)
     assert artifacts.lock_timeout_seconds() == artifacts.DEFAULT_LOCK_TIMEOUT_S == 30 * 60
