@@ -4,7 +4,8 @@ Every chapter of the book imports this package; see ARCHITECTURE.md for the map 
 """
 
 from minillm.config import ModelConfig, RopeScaling
-from minillm.device import DeviceChoice, RunMode, pick_device, seed_everything, setup
+from minillm.chapters import setup
+from minillm.device import DeviceChoice, RunMode, pick_device, seed_everything
 from minillm.generate import generate
 from minillm.model import KVCache, Llama
 from minillm.model.load import load_pretrained, load_smollm2, save_pretrained

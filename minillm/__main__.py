@@ -165,7 +165,7 @@ def _log_to_stderr(verbose: bool) -> None:
     logger = logging.getLogger("minillm")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[minillm] %(message)s"))
-    handler._minillm = True                   # minillm.device.setup() recognises it and adds no second one
+    handler._minillm = True                   # minillm.setup() recognises it and adds no second one
     logger.handlers[:] = [h for h in logger.handlers if not getattr(h, "_minillm", False)] + [handler]
     logger.propagate = False
     logger.setLevel(logging.INFO if verbose else logging.WARNING)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
-from minillm.device import DeviceChoice, RunMode
+from minillm.device import DeviceChoice, RunMode, pick_device, seed_everything
 
 MEASURED_ON = "2 CPU cores (AMD EPYC VM, torch 2.13 CPU build), clean clone, empty artifact cache, 2026-12-04"
 
@@ -141,3 +141,33 @@ def banner(chapter: str, mode: RunMode, device: DeviceChoice, cached: dict[str, 
     if mode.name != "fast":
         lines.append(f"        (fast mode: about {_minutes(ch.seconds['fast'])} for this chapter)")
     return "\n".join(lines)
+
+
+def setup(seed: int = 0, environ: Mapping[str, str] | None = None,
+          chapter: str | None = None) -> tuple[RunMode, DeviceChoice]:
+    """The first cell of every chapter: seed everything, read the run mode, pick the device, and send the package's
+    status lines (``minillm.*`` loggers at INFO: "tokenizer: loaded from cache") to stderr in a short form.
+    With ``chapter`` (a notebook stem such as ``"03_training_recipe"``) it prints ``banner``: the
+    mode, the chapter's measured time in it, the cached artifacts it reuses, and how to switch."""
+    seed_everything(seed)
+    _log_to_stderr()
+    mode, device = RunMode.from_env(environ), pick_device()
+    if chapter is not None:
+        print(banner(chapter, mode, device))
+    return mode, device
+
+
+def _log_to_stderr() -> None:
+    """One stderr handler on the ``minillm`` logger ("[minillm] message"), unless the caller configured one."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("minillm")
+    if not any(getattr(h, "_minillm", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[minillm] %(message)s"))
+        handler._minillm = True
+        logger.addHandler(handler)
+        logger.propagate = False
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)

@@ -99,35 +99,3 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def setup(seed: int = 0, environ: Mapping[str, str] | None = None,
-          chapter: str | None = None) -> tuple[RunMode, DeviceChoice]:
-    """The first cell of every chapter: seed everything, read the run mode, pick the device, and send the package's
-    status lines (``minillm.*`` loggers at INFO: "tokenizer: loaded from cache") to stderr in a short form.
-    With ``chapter`` (a notebook stem such as ``"03_training_recipe"``) it prints ``minillm.chapters.banner``: the
-    mode, the chapter's measured time in it, the cached artifacts it reuses, and how to switch."""
-    seed_everything(seed)
-    _log_to_stderr()
-    mode, device = RunMode.from_env(environ), pick_device()
-    if chapter is not None:
-        from minillm.chapters import banner
-
-        print(banner(chapter, mode, device))
-    return mode, device
-
-
-def _log_to_stderr() -> None:
-    """One stderr handler on the ``minillm`` logger ("[minillm] message"), unless the caller configured one."""
-    import logging
-    import sys
-
-    logger = logging.getLogger("minillm")
-    if not any(getattr(h, "_minillm", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[minillm] %(message)s"))
-        handler._minillm = True
-        logger.addHandler(handler)
-        logger.propagate = False
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)

@@ -3,7 +3,8 @@
 - ``block_manager.py``: blocks, block tables, reference counts, copy-on-write fork, prefix caching;
 - ``paged_attention.py`` (PyTorch gather) and ``paged_attention_triton.py`` (Triton decode kernel);
 - ``sequence.py`` (``SamplingParams``, ``Sequence``), ``scheduler.py`` (continuous batching, preemption),
-  ``model_runner.py`` (the paged forward over a ragged batch), ``decode_graphs.py`` (CUDA graphs of pure-decode
+  ``paged_forward.py`` (the forward over a ragged batch through the blocks), ``model_runner.py`` (the pool and the
+  step's inputs), ``decode_graphs.py`` (CUDA graphs of pure-decode
   steps), ``engine.py`` (``LLMEngine``), ``config.py`` (``EngineConfig``), ``outputs.py`` (``RequestOutput``,
   ``CompletionOutput``, ``StreamEvent``), ``llm.py`` (``LLM``: vLLM's offline entry point, a model by name or path).
 """

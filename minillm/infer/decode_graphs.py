@@ -14,7 +14,7 @@ addresses, so a decode step is made static:
   has one block more than it manages) and attend to that slot alone: finite values, thrown away, never touching a
   real sequence's cache.
 
-Prefill steps and steps that mix prefill chunks with decodes keep the ragged path (``model_runner.paged_forward``).
+Prefill steps and steps that mix prefill chunks with decodes keep the ragged path (``paged_forward.paged_forward``).
 ``capture=False`` runs exactly the padded static step eagerly, on any device: that is how the CPU tests check the
 padding and the scratch block; on a GPU, ``tests/test_infer_engine.py`` checks that replayed graphs give
 ``minillm.generate``'s tokens.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from minillm.infer.paged_forward import StepInput, paged_forward
 from minillm.model.llama import Llama
 
 
@@ -40,8 +41,6 @@ class DecodeGraphs:
 
     def __init__(self, model: Llama, k_cache: torch.Tensor, v_cache: torch.Tensor, scratch_block: int,
                  max_batch: int, attn_impl: str = "auto", capture: bool = True):
-        from minillm.infer.model_runner import StepInput
-
         device = k_cache.device
         if capture and device.type != "cuda":
             raise ValueError(f"capturing CUDA graphs (decode_graphs='cuda') needs the model on a CUDA device, not "
@@ -72,8 +71,6 @@ class DecodeGraphs:
         return step.num_decodes == step.num_tokens and 0 < step.num_decodes <= self.max_batch
 
     def _forward(self, size: int) -> torch.Tensor:
-        from minillm.infer.model_runner import paged_forward
-
         return paged_forward(self.model, self.steps[size], self.k_cache, self.v_cache, self.attn_impl)
 
     @torch.inference_mode()

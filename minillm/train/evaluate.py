@@ -18,14 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.train.optim import autocast
-from minillm.train.packing import IGNORE, PackedData, batch_at, target_bytes
-
-
-def token_byte_lengths(tokenizer) -> torch.Tensor:
-    """``(vocab,)`` int64: UTF-8 bytes of each token of a byte-level BPE ``minillm.tokenizer.Tokenizer``."""
-    special = set(tokenizer.special_ids)
-    lengths = [0 if i in special else len(tokenizer.id_to_token(i) or "") for i in range(tokenizer.vocab_size)]
-    return torch.tensor(lengths, dtype=torch.long)
+from minillm.train.packing import IGNORE, PackedData, batch_at, target_bytes, token_byte_lengths  # noqa: F401
 
 
 def token_losses(model: nn.Module, tokens: torch.Tensor, targets: torch.Tensor,

@@ -79,7 +79,7 @@ def pack_documents(docs: Sequence[Sequence[int]], bos_id: int | None = None, eos
 
     ``docs``: lists of token ids (without BOS/EOS; ``bos_id``/``eos_id`` are added around each when given).
     ``shuffle_seed``: shuffle the document order first (deterministically). ``byte_lengths (vocab,)``: bytes per token
-    id (``minillm.train.evaluate.token_byte_lengths``) to fill ``token_bytes``. Empty documents are dropped.
+    id (``token_byte_lengths``) to fill ``token_bytes``. Empty documents are dropped.
     Returns ``PackedData`` with ``tokens (S,)`` and ``doc_ids (S,)`` (ids ``0..n_docs-1`` in stream order).
     """
     order = list(range(len(docs)))
@@ -99,11 +99,16 @@ def pack_documents(docs: Sequence[Sequence[int]], bos_id: int | None = None, eos
     return PackedData(tokens, doc_ids, token_bytes)
 
 
+def token_byte_lengths(tokenizer) -> torch.Tensor:
+    """``(vocab,)`` int64: UTF-8 bytes of each token of a byte-level BPE ``minillm.tokenizer.Tokenizer``."""
+    special = set(tokenizer.special_ids)
+    lengths = [0 if i in special else len(tokenizer.id_to_token(i) or "") for i in range(tokenizer.vocab_size)]
+    return torch.tensor(lengths, dtype=torch.long)
+
+
 def pack_texts(texts: Sequence[str], tokenizer, shuffle_seed: int | None = None,
                with_bytes: bool = True) -> PackedData:
     """Tokenise ``texts`` with a ``minillm.tokenizer.Tokenizer`` (BOS … EOS per document) and pack them."""
-    from minillm.train.evaluate import token_byte_lengths
-
     docs = [tokenizer.encode(t) for t in texts]
     lengths = token_byte_lengths(tokenizer) if with_bytes else None
     return pack_documents(docs, tokenizer.bos_id, tokenizer.eos_id, shuffle_seed, lengths)
