@@ -8,8 +8,8 @@ blocks and the token budget allow. One step mixes decodes (1 token each) with pr
    block is free, the *newest* running sequence is **preempted by recomputation** (its blocks freed, its tokens kept,
    back to the front of the queue; vLLM §4.5) until one is — possibly itself;
 2. then waiting sequences, first come first served, while ``max_num_seqs``, the free blocks (for the whole prompt,
-   minus prefix-cache hits) and ``max_num_batched_tokens`` allow; with ``chunked_prefill`` a long prompt is split
-   over several steps (Sarathi, Agrawal et al. 2023), otherwise it waits until its whole prompt fits the budget
+   minus prefix-cache hits) and ``max_num_batched_tokens`` allow; with ``enable_chunked_prefill`` a long prompt is
+   split over several steps (Sarathi, Agrawal et al. 2023), otherwise it waits until its whole prompt fits the budget
    (or runs alone when nothing else is scheduled). No admission in a step that preempted (the pool is full).
 """
 
@@ -24,12 +24,12 @@ from minillm.infer.sequence import Sequence, Status
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """``max_num_seqs`` sequences and ``max_num_batched_tokens`` tokens per step at most; ``chunked_prefill``
+    """``max_num_seqs`` sequences and ``max_num_batched_tokens`` tokens per step at most; ``enable_chunked_prefill``
     splits prompts longer than the step's remaining token budget."""
 
     max_num_seqs: int = 128
     max_num_batched_tokens: int = 2048
-    chunked_prefill: bool = True
+    enable_chunked_prefill: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens"):
@@ -110,7 +110,7 @@ class Scheduler:
                 if copy is not None:
                     batch.copies.append(copy)
                 n = 1
-            elif cfg.chunked_prefill:
+            elif cfg.enable_chunked_prefill:
                 n = min(remaining, budget)
             elif remaining <= budget or not batch.seqs:
                 n = remaining
@@ -127,14 +127,14 @@ class Scheduler:
             seq = self.waiting[0]
             if not bm.can_allocate(seq.token_ids):
                 break
-            if not cfg.chunked_prefill and seq.num_tokens > budget and batch.seqs:
+            if not cfg.enable_chunked_prefill and seq.num_tokens > budget and batch.seqs:
                 break
             self.waiting.popleft()
             seq.num_computed = bm.allocate(seq.seq_id, seq.token_ids)  # prefix-cache hits are already computed
             seq.status = Status.RUNNING
             self.running.append(seq)
             remaining = seq.num_tokens - seq.num_computed
-            n = min(remaining, budget) if cfg.chunked_prefill else remaining
+            n = min(remaining, budget) if cfg.enable_chunked_prefill else remaining
             batch.seqs.append(seq)
             batch.num_new.append(n)
             budget -= n
