@@ -41,7 +41,7 @@ CHAPTERS = {c.stem: c for c in (
     Chapter("04_scaling_laws", "Scaling laws", {"fast": 113, "book": 243}, ("sweep_tokenizer", "isoflop_sweep")),
     Chapter("05_post_training", "Post-training", {"fast": 380, "book": 405}, ("tokenizer", "corpus", "base_model")),
     Chapter("06_serving", "Serving", {"fast": 53, "book": 164}),
-    Chapter("07_parallelism", "Parallelism", {"fast": 37, "book": 72}),
+    Chapter("07_parallelism", "Parallelism", {"fast": 43, "book": 89}),
     Chapter("08_quantization", "Quantization", {"fast": 94, "book": 223},
             ("smollm2", "tokenizer", "corpus", "base_model")),
 )}
