@@ -38,7 +38,7 @@ CHAPTERS = {c.stem: c for c in (
     Chapter("02_architecture", "Architecture", {"fast": 55, "book": 142}, ("tokenizer", "smollm2")),
     Chapter("03_training_recipe", "The training recipe", {"fast": 300, "book": 593},
             ("tokenizer", "corpus", "base_model", "annealed_model")),
-    Chapter("04_scaling_laws", "Scaling laws", {"fast": 113, "book": 243},
+    Chapter("04_scaling_laws", "Scaling laws", {"fast": 128, "book": 305},
             ("sweep_tokenizer", "isoflop_sweep", "shape_sweep")),
     Chapter("05_post_training", "Post-training", {"fast": 380, "book": 405}, ("tokenizer", "corpus", "base_model")),
     Chapter("06_serving", "Serving", {"fast": 53, "book": 164}),
