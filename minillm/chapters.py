@@ -38,10 +38,11 @@ CHAPTERS = {c.stem: c for c in (
     Chapter("02_architecture", "Architecture", {"fast": 55, "book": 142}, ("tokenizer", "smollm2")),
     Chapter("03_training_recipe", "The training recipe", {"fast": 300, "book": 593},
             ("tokenizer", "corpus", "base_model", "annealed_model")),
-    Chapter("04_scaling_laws", "Scaling laws", {"fast": 113, "book": 243}, ("sweep_tokenizer", "isoflop_sweep")),
+    Chapter("04_scaling_laws", "Scaling laws", {"fast": 128, "book": 305},
+            ("sweep_tokenizer", "isoflop_sweep", "shape_sweep")),
     Chapter("05_post_training", "Post-training", {"fast": 380, "book": 405}, ("tokenizer", "corpus", "base_model")),
     Chapter("06_serving", "Serving", {"fast": 53, "book": 164}),
-    Chapter("07_parallelism", "Parallelism", {"fast": 37, "book": 72}),
+    Chapter("07_parallelism", "Parallelism", {"fast": 43, "book": 89}),
     Chapter("08_quantization", "Quantization", {"fast": 94, "book": 223},
             ("smollm2", "tokenizer", "corpus", "base_model")),
 )}
@@ -79,6 +80,11 @@ def _isoflop_sweep(mode):
     return isoflop_folder(mode, progress=False)
 
 
+def _shape_sweep(mode):
+    from minillm.train.shape_sweep import shape_folder
+    return shape_folder(mode, progress=False)
+
+
 def _smollm2(mode):
     from minillm.model.load import load_smollm2
     return load_smollm2()
@@ -86,11 +92,12 @@ def _smollm2(mode):
 
 PROBES = {"tokenizer": _tokenizer, "sweep_tokenizer": _sweep_tokenizer, "corpus": _corpus,
           "base_model": _base_model, "annealed_model": _annealed_model, "isoflop_sweep": _isoflop_sweep,
-          "smollm2": _smollm2}
+          "shape_sweep": _shape_sweep, "smollm2": _smollm2}
 
 ARTIFACTS = {"tokenizer": "the book's 8K BPE tokenizer", "sweep_tokenizer": "the 1K BPE tokenizer of the sweep",
              "corpus": "the curated corpus", "base_model": "the base model", "annealed_model": "the annealed model",
-             "isoflop_sweep": "the IsoFLOP sweep's models", "smollm2": "SmolLM2-135M-Instruct, read from its GGUF"}
+             "isoflop_sweep": "the IsoFLOP sweep's models", "shape_sweep": "the shape-vs-size runs",
+             "smollm2": "SmolLM2-135M-Instruct, read from its GGUF"}
 
 
 def artifact_cached(name: str, mode: RunMode) -> bool:

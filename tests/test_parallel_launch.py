@@ -31,6 +31,7 @@ CFG = ModelConfig.tiny(dim=32, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=64, 
 BATCH, SEQ = 8, 8                       # GPipe: M in (1, 4, 8) micro-batches of 8, 2 and 1 sequences
 MICRO = (1, 4, 8)
 PROMPT, NEW = 6, 5                      # pipelined inference
+COST = (0.01, 0.001)                    # a simulated stage call: 10 ms + 1 ms per token
 TOL = dict(rtol=1e-5, atol=1e-5)
 LR = 1e-3                               # AdamW steps in the weight checks
 
@@ -63,8 +64,9 @@ def _worker_suite(out: Path) -> dict:
     import torch.distributed as dist
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
-    from minillm.parallel import (CommGroup, GPipe, PipelineConfig, PipelineInferenceConfig, allreduce_gradients,
-                                  build_stage, ddp, lm_loss, pipelined_generate, shard_batch, shard_llama)
+    from minillm.parallel import (CommGroup, GPipe, PipelineConfig, PipelineInferenceConfig, StageCost,
+                                  allreduce_gradients, build_stage, ddp, lm_loss, pipelined_generate, shard_batch,
+                                  shard_llama)
 
     inputs = torch.load(out / "inputs.pt")
     tokens, targets = inputs["batch"]
@@ -149,6 +151,12 @@ def _worker_suite(out: Path) -> dict:
         out_tokens, timing, events = pipelined_generate(stage, world, PipelineInferenceConfig(M, NEW),
                                                         prompts if rank == 0 else None, tuple(prompts.shape))
         saved[f"infer_{M}"] = {"tokens": out_tokens, "steps": sorted({(e.step, e.micro) for e in events})}
+    # the same with one simulated device per stage (each call lasts at least COST.seconds(tokens))
+    out_tokens, timing, events = pipelined_generate(stage, world, PipelineInferenceConfig(2, NEW),
+                                                    prompts if rank == 0 else None, tuple(prompts.shape),
+                                                    cost=StageCost(*COST))
+    saved["infer_cost"] = {"tokens": out_tokens, "token_at": timing.token_at if timing else None,
+                           "events": [(e.step, e.micro, e.seconds) for e in events]}
     torch.save(saved, out / f"rank{rank}.pt")
     dist.barrier()
     return {"rank": rank, "world": W}

@@ -1,15 +1,17 @@
 """Pipeline parallelism: GPipe over 2 and 4 stages with 1, 4 and 8 micro-batches gives one process's loss and
 gradients (fp32, 1e-5); one optimizer step leaves one process's weights; PyTorch's ``ScheduleGPipe`` on the same split
-gives the same gradients as ours; micro-batched pipelined generation gives ``minillm.generate``'s greedy tokens.
+gives the same gradients as ours; micro-batched pipelined generation gives ``minillm.generate``'s greedy tokens, and
+on simulated devices (``StageCost``) it keeps them and is never faster than ``simulate_generation``'s schedule, which
+follows the pipeline's closed forms.
 The runs are launched by ``test_parallel_launch.suite``."""
 
 import pytest
 import torch
 
 from minillm import generate
-from minillm.parallel import (PipelineConfig, PipelineInferenceConfig, StageEvent, bubble_fraction, gpipe_bubble,
-                              lm_loss, split_layers)
-from test_parallel_launch import CFG, LR, MICRO, NEW, PROMPT, TOL, reference_batch, reference_model, suite
+from minillm.parallel import (PipelineConfig, PipelineInferenceConfig, StageCost, StageEvent, bubble_fraction,
+                              gpipe_bubble, lm_loss, simulate_generation, split_layers)
+from test_parallel_launch import CFG, COST, LR, MICRO, NEW, PROMPT, TOL, reference_batch, reference_model, suite
 
 
 def _reference():
@@ -122,3 +124,51 @@ def _gpipe_events(K: int, M: int, f: float = 1.0, b: float = 2.0) -> list[StageE
 def test_measured_bubble_of_an_ideal_timeline_is_the_gpipe_formula(K, M):
     assert bubble_fraction(_gpipe_events(K, M), K) == pytest.approx(gpipe_bubble(K, M))
     assert gpipe_bubble(K, M) == pytest.approx((K - 1) / (M + K - 1))
+
+
+# ------------------------------------------------------------------------- micro-batched inference on simulated devices
+@pytest.mark.parametrize("K,M", [(2, 1), (2, 2), (2, 4), (4, 2), (3, 3)])
+def test_simulated_generation_follows_the_pipeline_closed_forms(K, M):
+    c, new = 1.0, 6
+    timing, events = simulate_generation(K, PipelineInferenceConfig(M, new), (4 * M, 8), StageCost(c))
+    assert [t[0] for t in timing.token_at] == [(m + K) * c for m in range(M)]      # the GPipe fill
+    assert timing.prefill_end == (M + K - 1) * c
+    for m, t in enumerate(timing.token_at):
+        assert t[1] == timing.prefill_end + (m + K) * c                           # after the barrier, round the ring
+        assert [b - a for a, b in zip(t[1:], t[2:])] == [max(K, M) * c] * (new - 2)
+    assert len(events) == K * M * new
+
+
+def test_simulated_generation_charges_the_affine_cost_and_each_hop():
+    cost, hop, B, P = StageCost(0.5, 0.01), 0.1, 8, 10
+    timing, _ = simulate_generation(2, PipelineInferenceConfig(2, 3), (B, P), cost, hop_s=hop)
+    prefill, decode = cost.seconds(B // 2 * P), cost.seconds(B // 2)
+    assert timing.token_at[0][0] == pytest.approx(2 * prefill + hop)
+    assert timing.token_at[1][0] == pytest.approx(3 * prefill + hop)
+    assert timing.prefill_end == pytest.approx(timing.token_at[1][0])
+    assert timing.token_at[0][1] == pytest.approx(timing.prefill_end + 2 * decode + hop)
+    assert cost.knee == pytest.approx(50)
+
+
+def test_stage_cost_says_what_to_fix():
+    with pytest.raises(ValueError, match="StageCost.fixed_s"):
+        StageCost(-1.0)
+    with pytest.raises(ValueError, match="cost=None"):
+        StageCost(0.0, 0.0)
+    with pytest.raises(ValueError, match="n_microbatches"):
+        simulate_generation(2, PipelineInferenceConfig(3, 2), (4, 8), StageCost(1.0))
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_a_simulated_device_keeps_the_tokens_and_lasts_at_least_its_cost(world):
+    _, tensors = suite(world)
+    got = tensors[world - 1]["infer_cost"]
+    assert got["tokens"].tolist() == tensors[world - 1]["infer_2"]["tokens"].tolist()
+    cost, B = StageCost(*COST), 4
+    for r in range(world):
+        for step, _, seconds in tensors[r]["infer_cost"]["events"]:
+            assert seconds >= cost.seconds(B // 2 * (PROMPT if step == 0 else 1))
+    # the model's schedule is the earliest one these durations allow: the real run cannot be faster
+    model, _ = simulate_generation(world, PipelineInferenceConfig(2, NEW), (B, PROMPT), cost)
+    for real, ideal in zip(got["token_at"], model.token_at):
+        assert all(r >= 0.95 * i for r, i in zip(real, ideal))

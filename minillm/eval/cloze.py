@@ -106,3 +106,24 @@ def cloze_benchmark(docs: Sequence[dict], vocabulary: Counter, n_items: int, see
                                     id=f"cloze:{doc['id']}:{start}"))
             taken += 1
     return items
+
+
+def cloze_distractors(item: ChoiceItem, vocabulary: Counter, k: int, min_count: int = 3, band: int = 50) -> list[str]:
+    """``k`` more options for a ``cloze_benchmark`` item: words ranked near its answer by frequency in ``vocabulary``
+    (as the benchmark drew its distractors), not already an option and not in the prompt's last sentence, each
+    followed by the rest of the sentence. Seeded by the item's id. Used with ``mmlu.add_options`` (MMLU-Pro)."""
+    answer = item.options[item.answer]
+    word = re.match(r"\s*([a-z]+)", answer).group(1)                      # " army to the north." -> "army"
+    rest = answer[len(" " + word):]
+    ranked = [w for w, c in sorted(vocabulary.items(), key=lambda wc: (-wc[1], wc[0])) if c >= min_count]
+    if word not in ranked:
+        raise ValueError(f"the answer {word!r} of item {item.id!r} is not in the vocabulary (seen >= {min_count} "
+                         f"times); pass the word_counts the benchmark was built from")
+    r = ranked.index(word)
+    taken = {re.match(r"\s*([a-z]*)", o).group(1) for o in item.options}
+    sentence = re.split(r"[.!?\n]", item.prompt)[-1] + rest
+    present = set(_WORD.findall(sentence.lower()))
+    nearby = [w for w in ranked[max(0, r - band): r + band + 1] if w not in taken and w not in present]
+    if len(nearby) < k:
+        raise ValueError(f"only {len(nearby)} distractors within {band} ranks of {word!r}; widen band")
+    return [" " + w + rest for w in random.Random(f"cloze_distractors:{item.id}").sample(nearby, k)]

@@ -20,10 +20,15 @@ chance on the cloze form of the same questions (the chapter measures both). Few-
 5-shot, as in the report's Table 9) prepend solved examples in the same format.
 
 ``as_mmlu`` turns any ``ChoiceItem`` (a cloze or arithmetic question) into this format; ``score_choices`` scores it.
+
+**MMLU-Pro** (Wang et al., 2024) keeps MMLU's layout with ten options, ``A`` to ``J``: its authors added six
+distractors to each question (and replaced trivial and noisy ones with harder, more reasoning-heavy questions).
+Chance falls from 25% to 10%, and the spread of scores under 24 prompt styles shrank from 4-5 points to about 2. ``add_options`` is the construction: keep an item's options, add distractors, shuffle.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
 from minillm.eval.choice import ChoiceItem
@@ -55,3 +60,19 @@ def cloze_question(item: ChoiceItem, context_words: int = 40) -> str:
     """A cloze item as a question: the last ``context_words`` words of its text and "Which continuation follows?"."""
     words = item.prompt.split()
     return f"Which continuation follows the text \"... {' '.join(words[-context_words:])}\"?"
+
+
+def add_options(item: ChoiceItem, distractors: Sequence[str], n_options: int = 10) -> ChoiceItem:
+    """``item`` with ``n_options`` options: its own, plus the first new ones of ``distractors`` (options it already
+    has are skipped), in a seeded order (the item's id) with the answer tracked: MMLU-Pro's 4 → 10 construction."""
+    if n_options > len(LETTERS):
+        raise ValueError(f"at most {len(LETTERS)} options can be lettered, got n_options={n_options}")
+    extra = [d for d in dict.fromkeys(distractors) if d not in item.options][:n_options - len(item.options)]
+    if len(item.options) + len(extra) < n_options:
+        raise ValueError(f"item {item.id!r} has {len(item.options)} options and {len(extra)} new distractors: "
+                         f"fewer than n_options={n_options}; pass more distractors")
+    options = [*item.options, *extra]
+    order = list(range(n_options))
+    random.Random(f"add_options:{item.id}:{n_options}").shuffle(order)
+    return ChoiceItem(item.prompt, tuple(options[i] for i in order), order.index(item.answer),
+                      id=f"{item.id}:{n_options}opt")

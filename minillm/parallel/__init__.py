@@ -7,6 +7,7 @@
 - ``pipeline_parallel``: layer stages and the GPipe schedule (all forwards, all backwards, one optimizer step);
 - ``timeline``: per-stage F/B events, measured bubble vs ``(K − 1)/(M + K − 1)``, Gantt charts;
 - ``pipeline_inference``: micro-batched prefill and decode through pipeline stages (the report's 405B serving);
+- ``pipeline_model``: the same schedule computed on paper from a modelled stage cost ``a + b · tokens``;
 - ``launch``: ``torchrun`` from Python with bounded time and clear errors; multi-node flags;
 - ``jobs``: the runs the book and ``benchmarks/pipeline.py`` launch.
 """
@@ -16,7 +17,9 @@ from minillm.parallel.data_parallel import (DataParallelConfig, allreduce_gradie
                                             shard_batch)
 from minillm.parallel.launch import (DistributedRunError, LaunchConfig, RunResult, init_distributed, pick_backend,
                                      torchrun, worker)
-from minillm.parallel.pipeline_inference import GenerationTiming, PipelineInferenceConfig, pipelined_generate
+from minillm.parallel.pipeline_inference import (GenerationTiming, PipelineInferenceConfig, StageCost,
+                                                 pipelined_generate)
+from minillm.parallel.pipeline_model import simulate_generation
 from minillm.parallel.pipeline_parallel import (GPipe, LlamaStage, PipelineConfig, build_stage, lm_loss,
                                                 split_layers)
 from minillm.parallel.tensor_parallel import (ColumnParallelLinear, RowParallelLinear, TensorParallelAttention,
@@ -28,7 +31,7 @@ __all__ = [
     "CommGroup", "CommLog", "copy_to_tp", "reduce_from_tp", "DataParallelConfig", "allreduce_gradients",
     "broadcast_parameters", "ddp", "shard_batch", "DistributedRunError", "LaunchConfig", "RunResult",
     "init_distributed", "pick_backend", "torchrun", "worker", "GenerationTiming", "PipelineInferenceConfig",
-    "pipelined_generate", "GPipe", "LlamaStage", "PipelineConfig", "build_stage", "lm_loss", "split_layers",
+    "StageCost", "pipelined_generate", "simulate_generation", "GPipe", "LlamaStage", "PipelineConfig", "build_stage", "lm_loss", "split_layers",
     "ColumnParallelLinear", "RowParallelLinear", "TensorParallelAttention", "TensorParallelConfig",
     "TensorParallelFeedForward", "shard_llama", "tp_allreduce_bytes", "StageEvent", "bubble_fraction",
     "gpipe_bubble", "plot_timeline",

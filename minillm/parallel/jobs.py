@@ -10,7 +10,9 @@ Jobs (``{"name": ..., options}``; ``"model": {fields}`` in a job replaces those 
 - ``gpipe``: GPipe training steps with ``K = world`` stages for each ``M`` in ``micro``: timelines and bubble
   (``op_s_per_sequence`` > 0 gives each F at least that many seconds per sequence of the micro-batch, B twice that:
   one simulated device per stage, see ``GPipe``);
-- ``inference``: micro-batched greedy generation through ``K = world`` stages for each ``(batch, M)``;
+- ``inference``: micro-batched greedy generation through ``K = world`` stages for each ``(batch, M)``
+  (``cost: [a, b]`` makes each stage call last at least ``a + b · tokens`` seconds: one simulated device per
+  stage, see ``StageCost``);
 - ``stall``: rank ``rank`` stops responding (to see what a stalled rank looks like from the launcher).
 
 ``"key"`` names a job's entry in the results (default: its name), so one launch can run a job twice.
@@ -34,7 +36,7 @@ from minillm.model.llama import Llama
 from minillm.parallel.communications import CommGroup
 from minillm.parallel.data_parallel import allreduce_gradients, ddp, shard_batch
 from minillm.parallel.launch import RESULTS_ENV, LaunchConfig, RunResult, temporary_dir, torchrun, worker
-from minillm.parallel.pipeline_inference import PipelineInferenceConfig, pipelined_generate
+from minillm.parallel.pipeline_inference import PipelineInferenceConfig, StageCost, pipelined_generate
 from minillm.parallel.pipeline_parallel import GPipe, PipelineConfig, build_stage, lm_loss
 from minillm.parallel.tensor_parallel import shard_llama
 from minillm.parallel.timeline import bubble_fraction
@@ -119,6 +121,7 @@ def inference(model: Llama, job: dict, out: Path) -> dict:
     pp = CommGroup.world()
     K = pp.size
     stage = build_stage(model.eval(), pp.rank, K)
+    cost = StageCost(*job["cost"]) if job.get("cost") else None
     rows = []
     for B, M in job["runs"]:
         prompts, _ = batch(model.cfg, B, job["prompt_len"], job.get("seed", 1))
@@ -126,7 +129,7 @@ def inference(model: Llama, job: dict, out: Path) -> dict:
         summaries = []
         for _ in range(job.get("warmup", 1) + job.get("repeats", 1)):
             tokens, timing, events = pipelined_generate(stage, pp, cfg, prompts if pp.rank == 0 else None,
-                                                        tuple(prompts.shape), device=_device(model))
+                                                        tuple(prompts.shape), device=_device(model), cost=cost)
             summaries.append(_gather(timing.summary() if timing is not None else None)[K - 1])
         summaries = summaries[job.get("warmup", 1):]
         row = {"batch": B, "micro": M, **{k: statistics.median(s[k] for s in summaries) for k in summaries[0]}}

@@ -17,6 +17,10 @@ One generation on stage ``s`` of ``K`` (``B`` sequences of ``P`` prompt tokens, 
 
 Each stage keeps a ``KVCache`` per micro-batch for its own layers. Prompts have equal lengths (no padding).
 A barrier separates prefill from decode so each phase can be timed on its own, as the report's Figure 24 plots them.
+
+``cost`` (a ``StageCost``) simulates one device per stage: each stage call lasts at least ``a + b · tokens`` seconds
+(it sleeps the rest), whatever the CPU does. ``pipeline_model.simulate_generation`` computes the same schedule on
+paper, without processes or messages.
 """
 
 from __future__ import annotations
@@ -45,6 +49,35 @@ class PipelineInferenceConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"PipelineInferenceConfig.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """A modelled time for one stage call on ``tokens`` tokens: ``fixed_s + per_token_s · tokens`` seconds.
+
+    The affine form is the roofline of an accelerator in two numbers: ``fixed_s`` is what a call costs whatever its
+    size (reading the stage's weights from memory, kernel launches), ``per_token_s`` the compute each token adds.
+    Below ``knee = fixed_s / per_token_s`` tokens a bigger batch costs little more than a small one (a GPU's decode);
+    above it the cost grows with the batch (prefill). A CPU is close to ``fixed_s = 0``."""
+
+    fixed_s: float
+    per_token_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("fixed_s", "per_token_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"StageCost.{name} must be a number of seconds >= 0, got {value!r}")
+        if self.fixed_s == self.per_token_s == 0:
+            raise ValueError("StageCost with fixed_s = per_token_s = 0 models nothing; pass cost=None instead")
+
+    def seconds(self, tokens: int) -> float:
+        return self.fixed_s + self.per_token_s * tokens
+
+    @property
+    def knee(self) -> float:
+        """Tokens per call at which the per-token work equals the fixed cost."""
+        return self.fixed_s / self.per_token_s if self.per_token_s else float("inf")
 
 
 @dataclass
@@ -76,10 +109,12 @@ class GenerationTiming:
 def pipelined_generate(stage: LlamaStage, pp: CommGroup, cfg: PipelineInferenceConfig,
                        prompts: torch.Tensor | None, shape: tuple[int, int],
                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                       cost: StageCost | None = None,
                        ) -> tuple[torch.Tensor | None, GenerationTiming | None, list[StageEvent]]:
     """Greedy generation of ``cfg.max_new_tokens`` tokens for ``shape = (B, P)`` prompts through the pipeline ``pp``
     (this rank runs ``stage``). Stage 0 passes ``prompts (B, P)``. Returns ``(tokens (B, new), timing, events)`` on
-    the last stage and ``(None, None, events)`` elsewhere; ``events`` has one ``"F"`` per micro-batch and step."""
+    the last stage and ``(None, None, events)`` elsewhere; ``events`` has one ``"F"`` per micro-batch and step.
+    With ``cost``, each stage call lasts at least ``cost.seconds(micro-batch tokens)`` (one simulated device)."""
     s, K, M = pp.rank, pp.size, cfg.n_microbatches
     first, last = s == 0, s == K - 1
     B, P = shape
@@ -110,6 +145,8 @@ def pipelined_generate(stage: LlamaStage, pp: CommGroup, cfg: PipelineInferenceC
                 x = pp.recv((mb, T, dim), dtype, device, s - 1, f"activations of micro-batch {m}, step {step}")
             t = time.perf_counter()
             y = stage(x, caches[m], start, last_only=last)                 # (mb, T, dim) or logits (mb, 1, vocab)
+            if cost is not None:                                           # the simulated device's time
+                time.sleep(max(0.0, t + cost.seconds(mb * T) - time.perf_counter()))
             if last:
                 tokens[m][step] = y[:, -1].argmax(dim=-1)                  # (mb,)
                 token_at[m][step] = time.perf_counter() - t0

@@ -124,6 +124,21 @@ def sweep_spec(mode: RunMode | str) -> SweepSpec:
                        eval_batches=None))
 
 
+def train_model(cfg: ModelConfig, steps: int, batch: int, spec: SweepSpec, train, seed: int | None = None,
+                progress: bool = False) -> tuple[Llama, Trainer, float]:
+    """The sweep's recipe for any model: ``Llama(cfg)`` seeded with ``seed`` (default ``spec.seed``), ``steps`` AdamW
+    steps of ``batch`` sequences of ``train``, warm-up + cosine to ``spec.final_lr_fraction`` of ``spec.peak_lr``.
+    Returns ``(model, trainer, seconds)``."""
+    torch.manual_seed(spec.seed if seed is None else seed)
+    model = Llama(cfg)
+    tcfg = TrainConfig(steps=steps, schedule=spec.schedule(steps), batch=BatchRamp.constant(batch, spec.seq_len),
+                       micro_batch_size=batch, progress=progress)
+    start = time.perf_counter()
+    trainer = Trainer(model, tcfg, train)
+    trainer.fit()
+    return model, trainer, time.perf_counter() - start
+
+
 def train_run(width: int, budget: float, spec: SweepSpec, train, val, items, tokenizer,
               progress: bool = False) -> tuple[dict, dict]:
     """Train the width-``width`` model on ``budget`` FLOPs of ``train`` (a ``PackedData``); evaluate on ``val`` and
@@ -134,14 +149,7 @@ def train_run(width: int, budget: float, spec: SweepSpec, train, val, items, tok
     batch = spec.batch_for(budget)
     tokens_per_step = batch * spec.seq_len
     steps = max(spec.min_steps, round(tokens_for_budget(cfg, budget, spec.seq_len) / tokens_per_step))
-    torch.manual_seed(spec.seed)
-    model = Llama(cfg)
-    tcfg = TrainConfig(steps=steps, schedule=spec.schedule(steps), batch=BatchRamp.constant(batch, spec.seq_len),
-                       micro_batch_size=batch, progress=progress)
-    start = time.perf_counter()
-    trainer = Trainer(model, tcfg, train)
-    trainer.fit()
-    seconds = time.perf_counter() - start
+    model, trainer, seconds = train_model(cfg, steps, batch, spec, train, progress=progress)
     val_metrics = evaluate(model, val, spec.seq_len, 32, spec.eval_batches)
     bench = score_choices(model, tokenizer, items)
     tokens = trainer.tokens_seen
