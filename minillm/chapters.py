@@ -34,7 +34,8 @@ class Chapter:
 
 CHAPTERS = {c.stem: c for c in (
     Chapter("00_llama3_herd", "The Llama 3 herd", {"fast": 3, "book": 4}),
-    Chapter("01_pretraining_data", "Pre-training data", {"fast": 31, "book": 89}, ("corpus",)),
+    Chapter("01_pretraining_data", "Pre-training data", {"fast": 31, "book": 89},
+            ("corpus", "sweep_tokenizer", "mix_runs")),
     Chapter("02_architecture", "Architecture", {"fast": 55, "book": 142}, ("tokenizer", "smollm2")),
     Chapter("03_training_recipe", "The training recipe", {"fast": 300, "book": 593},
             ("tokenizer", "corpus", "base_model", "annealed_model")),
@@ -79,6 +80,12 @@ def _isoflop_sweep(mode):
     return isoflop_folder(mode, progress=False)
 
 
+def _mix_runs(mode):
+    from minillm.data.corpus import curated_corpus
+    from minillm.train.mix_sweep import mix_experiment
+    return mix_experiment(mode, curated_corpus(mode, progress=False), progress=False)
+
+
 def _smollm2(mode):
     from minillm.model.load import load_smollm2
     return load_smollm2()
@@ -86,11 +93,12 @@ def _smollm2(mode):
 
 PROBES = {"tokenizer": _tokenizer, "sweep_tokenizer": _sweep_tokenizer, "corpus": _corpus,
           "base_model": _base_model, "annealed_model": _annealed_model, "isoflop_sweep": _isoflop_sweep,
-          "smollm2": _smollm2}
+          "mix_runs": _mix_runs, "smollm2": _smollm2}
 
 ARTIFACTS = {"tokenizer": "the book's 8K BPE tokenizer", "sweep_tokenizer": "the 1K BPE tokenizer of the sweep",
              "corpus": "the curated corpus", "base_model": "the base model", "annealed_model": "the annealed model",
-             "isoflop_sweep": "the IsoFLOP sweep's models", "smollm2": "SmolLM2-135M-Instruct, read from its GGUF"}
+             "isoflop_sweep": "the IsoFLOP sweep's models",
+             "mix_runs": "the data-mix experiment's runs", "smollm2": "SmolLM2-135M-Instruct, read from its GGUF"}
 
 
 def artifact_cached(name: str, mode: RunMode) -> bool:
