@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from minillm.data.classifier import one_thread
 from minillm.device import RunMode
 from minillm.model import Llama
 from minillm.train.evaluate import evaluate
@@ -76,9 +77,9 @@ class MixSpec:
 
 
 def mix_spec(mode: RunMode | str) -> MixSpec:
-    """Fast: 120K tokens per run (117 steps of 16 × 64); book: 400K (390 steps)."""
+    """Fast: 120K tokens per run (117 steps of 16 × 64); book: 240K (234 steps)."""
     mode = RunMode(mode) if isinstance(mode, str) else mode
-    return mode.pick(fast=MixSpec(), book=MixSpec(tokens=400_000), full=MixSpec(tokens=1_000_000))
+    return mode.pick(fast=MixSpec(), book=MixSpec(tokens=240_000), full=MixSpec(tokens=1_000_000))
 
 
 def fit_mixes(mode: RunMode | str) -> list[dict[str, float]]:
@@ -207,6 +208,10 @@ def mix_experiment(mode: RunMode | str, corpus: Path, root=None, progress: bool 
               "baselines": {k: {d: round(v, 6) for d, v in m.items()} for k, m in baselines.items()}}
 
     def build(out: Path) -> None:
+        with one_thread():          # tiny models: a second thread only waits (see classifier.one_thread)
+            _build(out)
+
+    def _build(out: Path) -> None:
         train, held = domain_streams(load_corpus(corpus), tokenizer, spec)
         bar = tqdm(total=len(jobs) + 1 + len(baselines), desc="mix runs", disable=not progress)
         fit_runs = []
