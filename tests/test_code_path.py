@@ -44,3 +44,11 @@ def test_code_filters_flag_minified_data_and_generated_pages():
 def test_parses_accepts_indented_fragments_and_rejects_broken_ones():
     assert parses("    x = 1\n    y = 2\n")
     assert not parses("def f(:\n")
+
+
+def test_code_lines_survive_even_when_missed_code_pages_count_as_prose():
+    texts, is_code = _bucket()
+    missed = [f"{NAV}\n" + CODE.replace("f(x)", f"g{i}(x)") for i in range(10)]   # code the detector missed
+    aware = code_aware_line_dedup(texts + missed, is_code + [False] * 10, max_repeats=6)
+    assert all(parses(t) for t in aware[10:20])          # "else:" is frequent on "prose" pages, but is code
+    assert all(NAV not in t for t in aware)

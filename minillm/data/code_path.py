@@ -9,7 +9,8 @@ more than 6 pages, and ``else:``, ``return None`` or ``pass`` are on far more th
   in ``:`` or a bracket, or starting with a keyword). A low bar on purpose: a code page taken for prose loses its
   ``else:`` lines, a prose page taken for code only keeps a few frequent lines that prose pages remove anyway;
 - ``code_aware_line_dedup``: prose pages are de-duplicated as before; on a code page a line goes only if it is also
-  frequent on *prose* pages (a site's navigation bar is; ``else:`` is not);
+  frequent on *prose* pages (a site's navigation bar is; ``else:`` is not) and does not itself look like code (a
+  code page that ``looks_like_code`` missed counts as prose, and in a large bucket its ``else:`` lines add up);
 - ``code_stats`` and ``code_reason``: the filters of code corpora (StarCoder's, Li et al. 2023): a line longer
   than 1,000 characters or a mean line over 100 (minified), under 25% alphanumeric characters (data, not code),
   an "auto-generated" / "do not edit" marker near the top;
@@ -23,7 +24,6 @@ import ast
 import re
 import textwrap
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -42,7 +42,8 @@ def looks_like_code(text: str, min_share: float = 0.3) -> bool:
 
 def code_aware_line_dedup(texts: Sequence[str], is_code: Sequence[bool], max_repeats: int = 6) -> list[str]:
     """``line_dedup`` over one bucket, except that a line of a code page is removed only when it occurs on more than
-    ``max_repeats`` prose pages as well. Shapes: ``N`` strings and ``N`` flags in, ``N`` strings out."""
+    ``max_repeats`` prose pages as well and does not look like code. Shapes: ``N`` strings and ``N`` flags in, ``N``
+    strings out."""
     if len(texts) != len(is_code):
         raise ValueError(f"texts and is_code must have the same length, got {len(texts)} and {len(is_code)}")
     if max_repeats < 1:
@@ -51,9 +52,11 @@ def code_aware_line_dedup(texts: Sequence[str], is_code: Sequence[bool], max_rep
     prose = line_counts([t for t, code in zip(texts, is_code) if not code])
     out = []
     for text, code in zip(texts, is_code):
-        counts: Counter = prose if code else everywhere
-        out.append("\n".join(line for line in text.split("\n")
-                             if counts[normalize_line(line)] <= max_repeats).strip("\n"))
+        if code:   # frequent on prose pages too, and not a line of code (``else:`` is, a navigation bar is not)
+            keep = lambda line: prose[normalize_line(line)] <= max_repeats or _CODE_LINE.search(line)  # noqa: E731
+        else:
+            keep = lambda line: everywhere[normalize_line(line)] <= max_repeats  # noqa: E731
+        out.append("\n".join(line for line in text.split("\n") if keep(line)).strip("\n"))
     return out
 
 
