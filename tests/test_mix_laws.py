@@ -20,6 +20,14 @@ def test_fit_share_law_recovers_the_law_that_made_the_losses():
     assert law.rmse < 1e-6
 
 
+def test_fit_mix_laws_fits_each_domain_on_its_own_share():
+    runs = [{"mix": {"x": s, "y": 1 - s}, "losses": {"x": 1 + 0.5 * s ** -0.3, "y": 2 + 0.1 * (1 - s) ** -0.6}}
+            for s in (0.1, 0.2, 0.4, 0.6, 0.8)]
+    laws = fit_mix_laws(runs, ["x", "y"])
+    assert (laws["x"].c, laws["y"].c) == pytest.approx((0.3, 0.6), abs=1e-9)
+    assert laws["y"].a == pytest.approx(2.0, abs=1e-6)
+
+
 def test_fit_share_law_never_lets_more_data_hurt():
     law = fit_share_law([0.1, 0.3, 0.6], [1.0, 2.0, 3.0])      # loss rising with share: b clipped to 0
     assert law.b == 0 and law.a == pytest.approx(2.0)
