@@ -164,7 +164,11 @@ def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not is_built(path):
         raise FileNotFoundError(f"{path} is not a built artifact (no {RECIPE_FILE}); build it with build_or_load")
-    return json.loads((path / RECIPE_FILE).read_text())
+    try:
+        return json.loads((path / RECIPE_FILE).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path / RECIPE_FILE} is not valid JSON ({err}); the artifact is corrupt: delete {path} "
+                         f"and it is rebuilt on next use") from err
 
 
 def list_artifacts(root: str | os.PathLike | None = None) -> list[tuple[str, str, int]]:

@@ -273,8 +273,18 @@ class Tokenizer:
         fields_file = Path(directory) / "minillm_tokenizer.json"
         if not fields_file.is_file():
             raise FileNotFoundError(f"{fields_file} is missing: save the tokenizer with Tokenizer.save(directory)")
-        hf = tokenizers.Tokenizer.from_file(str(fields_file.with_name("tokenizer.json")))
-        return cls(hf, **json.loads(fields_file.read_text()))
+        vocab_file = fields_file.with_name("tokenizer.json")
+        try:
+            hf = tokenizers.Tokenizer.from_file(str(vocab_file))
+        except Exception as err:                    # tokenizers raises a bare Exception on a corrupt file
+            raise ValueError(f"{vocab_file} cannot be read ({err}); it is missing, truncated or corrupt: save the "
+                             f"tokenizer again with Tokenizer.save(directory)") from err
+        try:
+            fields = json.loads(fields_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{fields_file} is not valid JSON ({err}); it is truncated or corrupt: save the "
+                             f"tokenizer again with Tokenizer.save(directory)") from err
+        return cls(hf, **fields)
 
     @classmethod
     def from_hf(cls, hf: tokenizers.Tokenizer, bos: str | int, eos: str | int, eot: str | int | None = None,

@@ -108,3 +108,12 @@ def test_a_forced_rebuild_that_cannot_be_renamed_in_keeps_the_cached_version(tmp
     monkeypatch.undo()
     assert (folder / "data.txt").read_text() == "hello" and artifacts.is_built(folder)
     assert [p.name for p in folder.parent.iterdir() if not p.name.endswith(".lock")] == [folder.name]
+
+
+def test_a_corrupt_recipe_is_named_with_its_path_and_the_fix(tmp_path):
+    from minillm.artifacts import RECIPE_FILE, build_or_load, load_recipe
+
+    folder = build_or_load("thing", {"v": 1}, lambda out: (out / "x.txt").write_text("x"), root=tmp_path)
+    (folder / RECIPE_FILE).write_text('{"v": ')
+    with pytest.raises(ValueError, match=f"{RECIPE_FILE}.*delete"):
+        load_recipe(folder)

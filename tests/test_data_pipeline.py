@@ -1,6 +1,7 @@
 """The whole curation pipeline on a planted crawl: each stage meets its precision/recall target (issue "Done when")."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -171,3 +172,16 @@ def test_a_stored_run_is_the_artifact_a_fresh_build_makes(tmp_path):
         assert (stored / name).read_bytes() == (fresh / name).read_bytes()
     report = json.loads((stored / "report.json").read_text())
     assert report["evaluation"] == json.loads((fresh / "report.json").read_text())["evaluation"]
+
+
+@pytest.mark.parametrize("pages, named", [("a plain string", "single str"), (b"bytes", "single bytes"),
+                                          (["a", "b"], "pages[0] is a str"), ([1], "pages[0] is a int")])
+def test_pages_that_are_not_page_objects_raise_a_type_error_naming_them(pages, named):
+    with pytest.raises(TypeError, match=re.escape(named)):
+        run_pipeline(pages, PIPELINE, progress=False)
+
+
+def test_one_bad_page_among_good_ones_is_named_by_its_index(run):
+    crawl, _, _ = run
+    with pytest.raises(TypeError, match=r"pages\[2\] is a dict"):
+        run_pipeline([*crawl.pages[:2], {"url": "x"}], PIPELINE, progress=False)

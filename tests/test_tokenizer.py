@@ -268,3 +268,13 @@ def test_the_exported_chat_template_reproduces_our_llama3_format(tok, tmp_path):
         theirs = hf.apply_chat_template(messages, add_generation_prompt=gen)
         ours = tok.apply_chat_template(messages, add_generation_prompt=gen)
         assert list(theirs["input_ids"]) == ours["input_ids"] and set(theirs) == set(ours)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "minillm_tokenizer.json"])
+def test_a_truncated_tokenizer_file_is_named_with_its_path(tmp_path, name):
+    folder = tmp_path / "tok"
+    train_bpe(["the cat sat on the mat"] * 50, vocab_size=300).save(folder)
+    path = folder / name
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ValueError, match=name.replace(".", r"\.") + ".*truncated or corrupt"):
+        Tokenizer.load(folder)

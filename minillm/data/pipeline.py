@@ -131,10 +131,25 @@ def _shards(items: Sequence, size: int) -> list[list]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
+def check_pages(pages) -> list[Page]:
+    """``pages`` as a list of ``Page``s, or a ``TypeError`` naming what was passed and the fix (a plain string would
+    otherwise fail deep inside URL dedup as ``'str' object has no attribute 'url'``)."""
+    if isinstance(pages, (str, bytes, Page)):
+        raise TypeError(f"run_pipeline(pages=...) takes a sequence of Page objects, got a single "
+                        f"{type(pages).__name__}; wrap it in a list or build pages with minillm.data.crawl.build_crawl")
+    pages = list(pages)
+    bad = next((i for i, p in enumerate(pages) if not isinstance(p, Page)), None)
+    if bad is not None:
+        raise TypeError(f"run_pipeline(pages=...): pages[{bad}] is a {type(pages[bad]).__name__}, not a Page; "
+                        f"build them with minillm.data.crawl.build_crawl(...).pages")
+    return pages
+
+
 def run_pipeline(pages: Sequence[Page], config: PipelineConfig = PipelineConfig(),
                  progress: bool = True) -> CurationResult:
     """Curate ``pages``; returns the corpus (``docs``: id, url, text, domain, quality, weight, annealing) and the
     report (documents in/out and seconds per stage, bad-input counts, line statistics, the mix)."""
+    pages = check_pages(pages)
     removed: dict[int, str] = {}
     stages: list[dict] = []
     snapshots: dict[str, dict[int, str]] = {}
