@@ -20,8 +20,7 @@ Never hang. A run can fail three ways, and each ends with a ``DistributedRunErro
 
 Never orphan. torchrun runs in its own session, so a Ctrl-C or a notebook's interrupt button reaches only the
 launching process: ``torchrun(...)`` catches the ``KeyboardInterrupt`` (or any other exception while it waits),
-stops torchrun and every worker (SIGTERM, then SIGKILL) and re-raises it. A second Ctrl-C during that cleanup
-(an impatient user, a notebook's button pressed twice) is held back until the cleanup ends, then raised.
+stops torchrun and every worker (SIGTERM, then SIGKILL) and re-raises it.
 
 Backend by device: NCCL on CUDA (one GPU per local rank), gloo on the CPU.
 
@@ -42,7 +41,6 @@ setup (§6.1). Pass such flags as ``LaunchConfig.rdzv``; the default ``("--stand
 from __future__ import annotations
 
 import atexit
-import contextlib
 import datetime
 import json
 import os
@@ -57,7 +55,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -192,12 +190,9 @@ def torchrun(target: str | Path, args: Sequence[str] = (), cfg: LaunchConfig = L
         try:
             rc = proc.wait(timeout=cfg.timeout_s)
         except BaseException as err:
-            with _sigint_deferred() as interrupted:     # a second Ctrl-C must not cut the cleanup short
-                killed = _kill_tree(proc)               # KeyboardInterrupt (the interrupt button) included
+            killed = _kill_tree(proc)                   # KeyboardInterrupt (the interrupt button) included
             if not isinstance(err, subprocess.TimeoutExpired):
                 raise
-            if interrupted:
-                raise KeyboardInterrupt from None
             seconds = time.perf_counter() - start
             missing = [r for r in range(cfg.nproc) if not (out / f"rank{r}.json").exists()]
             raise DistributedRunError(
@@ -254,22 +249,6 @@ def _descendants(pid: int) -> list[int]:
             out.append(c)
             todo.append(c)
     return out
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[list[int]]:
-    """Hold SIGINT back while the block runs: a Ctrl-C arriving then is recorded in the yielded list (not raised),
-    so the cleanup finishes. Outside the main thread, where Python delivers no SIGINT anyway, it changes nothing."""
-    pending: list[int] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    except ValueError:                                  # not the main thread
-        yield pending
-        return
-    try:
-        yield pending
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _kill_tree(proc: subprocess.Popen) -> int:
