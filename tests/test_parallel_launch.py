@@ -222,13 +222,20 @@ torchrun(sys.argv[1], [sys.argv[2]], LaunchConfig(nproc=2, timeout_s=300, comm_t
 """
 
 
+def _deliverable_sigint() -> None:
+    """The launcher gets Python's usual Ctrl-C whatever this test inherited: a shell without job control starts
+    background commands with SIGINT ignored, and an ignored (or blocked) SIGINT would never reach the launcher."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_an_interrupted_launch_stops_torchrun_and_its_workers_and_reraises(tmp_path):
     from minillm.parallel.launch import _descendants
 
     script = tmp_path / "hang.py"
     script.write_text(HANG)
     launcher = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(script), str(tmp_path)],
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=_deliverable_sigint)
     tree: list[int] = []
     try:
         deadline = time.time() + 90                      # the launcher imports torch, then both ranks start
@@ -239,7 +246,7 @@ def test_an_interrupted_launch_stops_torchrun_and_its_workers_and_reraises(tmp_p
         tree = sorted({*_descendants(launcher.pid), *(int((tmp_path / f"pid{r}").read_text()) for r in range(2))})
         assert len(set(tree)) >= 3                       # torchrun and its two workers
         launcher.send_signal(signal.SIGINT)              # what a notebook's interrupt button sends the kernel
-        _, err = launcher.communicate(timeout=30)
+        _, err = launcher.communicate(timeout=120)    # generous: CI runs chapters beside it
         assert "KeyboardInterrupt" in err, err           # re-raised to the caller
         deadline = time.time() + 10
         while time.time() < deadline and any(_alive(p) for p in tree):
