@@ -119,6 +119,27 @@ def test_save_then_load_gives_identical_logits_and_transformers_agrees(case, tmp
         assert rel_err(expected, hf(tokens).logits) < 1e-4
 
 
+def test_the_method_forms_round_trip_like_hugging_faces(tmp_path):
+    """``model.save_pretrained(folder)`` / ``Llama.from_pretrained(folder)`` as in ``transformers``: the same folder
+    as the functions write, a model (not a tuple) back in eval mode, in the asked dtype, and HF reads it too."""
+    model = random_llama(n_kv_heads=2, tie_embeddings=True)
+    assert model.save_pretrained(tmp_path / "m") == tmp_path / "m"
+    save_pretrained(model, None, tmp_path / "f")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {p.name for p in (tmp_path / "f").iterdir()}
+    loaded = Llama.from_pretrained(tmp_path / "m")
+    assert isinstance(loaded, Llama) and not loaded.training and loaded.cfg == model.cfg
+    assert loaded.output.weight is loaded.tok_embeddings.weight          # tied stays tied
+    tokens = torch.randint(0, 300, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens), model(tokens))
+        half = Llama.from_pretrained(tmp_path / "m", dtype=torch.bfloat16)
+        assert half.tok_embeddings.weight.dtype == torch.bfloat16 and half.inv_freq.dtype == torch.float32
+        hf = transformers_llama().from_pretrained(tmp_path / "m", dtype=torch.float32).eval()
+        assert rel_err(model(tokens), hf(tokens).logits) < 1e-4
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Llama.from_pretrained(tmp_path / "nowhere")
+
+
 def test_a_sharded_checkpoint_loads_like_a_single_file(tmp_path):
     from safetensors.torch import load_file, save_file
     model = random_llama(n_kv_heads=2)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from torch import nn
 
 from minillm.config import ModelConfig
 from minillm.model.attention import Attention, causal_mask, document_mask
+from minillm.model.hf_checkpoint import read_checkpoint, state_dict_from_hf, write_hf_folder
 from minillm.model.kv_cache import KVCache
 from minillm.model.linear import Linear
 from minillm.model.rmsnorm import RMSNorm
@@ -135,3 +137,32 @@ class Llama(nn.Module):
         """A KV cache on this model's device and dtype."""
         p = self.tok_embeddings.weight
         return KVCache(self.cfg, batch_size, max_seq_len or self.cfg.max_seq_len, dtype=p.dtype, device=p.device)
+
+    # ------------------------------------------------------------------ Hugging Face's method names
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32,
+                        device: torch.device | str = "cpu") -> "Llama":
+        """The model of a Hugging Face folder (``config.json`` + safetensors) or a ``.gguf`` file, in eval mode, as
+        ``transformers``' ``LlamaForCausalLM.from_pretrained(path)``. Differences on purpose: ``path`` is local
+        only (nothing downloads), and the tokenizer comes from ``minillm.load_pretrained(path)``, which returns both."""
+        cfg, tensors, _ = read_checkpoint(path)
+        return cls.from_hf_tensors(cfg, tensors, dtype, device)
+
+    @classmethod
+    def from_hf_tensors(cls, cfg: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                        device: torch.device | str = "cpu") -> "Llama":
+        """The model holding checked HF-named ``tensors`` (see ``hf_checkpoint``), built on the meta device first so
+        no weight is allocated or initialised twice."""
+        with torch.device("meta"):
+            model = cls(cfg)
+        model.load_state_dict(state_dict_from_hf(cfg, tensors, dtype), strict=True, assign=True)
+        if cfg.tie_embeddings:
+            model.output.weight = model.tok_embeddings.weight
+        model.inv_freq = rope_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)  # the meta buffer, rebuilt
+        return model.to(device).eval()
+
+    def save_pretrained(self, folder: str | Path, tokenizer=None) -> Path:
+        """Write a Hugging Face folder that ``transformers`` and ``Llama.from_pretrained`` read (``config.json``,
+        ``model.safetensors``, and the tokenizer files when ``tokenizer`` is given; HF saves those with the
+        tokenizer's own ``save_pretrained``, ours keeps them beside the weights in one call)."""
+        return write_hf_folder(self, tokenizer, folder)
