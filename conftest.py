@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tests"))
-from toc import executed_copy  # noqa: E402
+from toc import executed_copy, uses_widgets  # noqa: E402
 
 _failed: set[Path] = set()
 # copies from an earlier test run are never reused. ``make test`` runs the notebooks, the unit tests and the book
@@ -68,6 +68,8 @@ def pytest_runtest_teardown(item, nextitem):
     nb = item.parent.nb
     if any(c.cell_type == "code" and c.get("execution_count") is None for c in nb.cells):
         return                                                              # not every cell ran (e.g. -k selection)
+    if uses_widgets(nb) and (state := _widget_state(item)) is not None:
+        nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": state}
     nb.metadata["minillm_mode"] = os.environ.get("MINILLM_MODE", "book")
     nb.metadata["minillm_session"] = SESSION
     out = executed_copy(path)
@@ -75,3 +77,25 @@ def pytest_runtest_teardown(item, nextitem):
     import nbformat
 
     nbformat.write(nb, out)
+
+
+def _widget_state(item) -> dict | None:
+    """The live widget state of the notebook's kernel, in the form nbclient saves as ``metadata.widgets``: with it the
+    book renders nbval's copy with working widgets (Jupyter Book embeds that state) instead of executing it again."""
+    import json
+
+    kernel = getattr(item.parent, "kernel", None)
+    if kernel is None or not kernel.is_alive():
+        return None
+    code = ("import json as _json, sys as _sys\n_w = _sys.modules.get('ipywidgets')\n"
+            "print(_json.dumps(_w.Widget.get_manager_state(drop_defaults=True)) if _w else 'null')")
+    chunks = []
+
+    def hook(msg) -> None:
+        if msg["msg_type"] == "stream" and msg["content"].get("name") == "stdout":
+            chunks.append(msg["content"]["text"])
+
+    reply = kernel.kc.execute_interactive(code, store_history=False, timeout=120, output_hook=hook)
+    if reply["content"]["status"] != "ok":
+        return None
+    return json.loads("".join(chunks))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import textwrap
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 
 def show_source(obj: Any, lines: tuple[int, int] | None = None) -> Any:
@@ -45,3 +45,30 @@ def human_count(n: float) -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{suffix}"
     return f"{n:.3g}"
+
+
+def figure_explorer(draw: Callable[..., Any], **controls: Any) -> Any:
+    """An ipywidgets explorer: each change of a ``controls`` widget (name -> widget) calls ``draw(**values)``, which
+    returns a matplotlib figure, and shows it as a PNG ``Image`` widget. The image is drawn once with the default
+    values before the explorer is displayed, so the widget state saved with the notebook (and embedded in the HTML
+    book, which has no kernel behind its widgets) holds the default figure, never an empty box."""
+    import io
+
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    if not controls:
+        raise ValueError("figure_explorer needs at least one control widget (name=widget)")
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+
+    def render(_=None) -> None:
+        figure = draw(**{name: w.value for name, w in controls.items()})
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        plt.close(figure)
+        image.value = buffer.getvalue()
+
+    for w in controls.values():
+        w.observe(render, names="value")
+    render()
+    return widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), image])

@@ -20,7 +20,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from book_pages import page_problems  # noqa: E402
-from toc import ROOT, executed_copy, toc_files, toc_notebooks  # noqa: E402
+from toc import ROOT, executed_copy, toc_files, toc_notebooks, uses_widgets  # noqa: E402
 
 pytestmark = pytest.mark.slow
 JB = [str(Path(sys.executable).parent / "jupyter-book"), "build", "-W", "--keep-going"]
@@ -35,16 +35,17 @@ def _env() -> dict[str, str]:
 
 def _reusable(nb_path: Path) -> Path | None:
     """The copy of ``nb_path`` that nbval executed in fast mode in this test session (``conftest.py``), if its cells
-    are exactly the current notebook's and it uses no widgets (the book must save live widget state); else None."""
+    are exactly the current notebook's and, if it shows widgets, nbval's run saved their state; else None."""
     copy = executed_copy(nb_path)
     if not copy.is_file():
         return None
     current, executed = nbformat.read(nb_path, as_version=4), nbformat.read(copy, as_version=4)
     if executed.metadata.get("minillm_session") != os.environ.get("MINILLM_PYTEST_SESSION"):
         return None                                                         # executed by an earlier pytest run
-    if executed.metadata.get("minillm_mode") != "fast" or "import ipywidgets" in "".join(
-            c.source for c in current.cells if c.cell_type == "code"):
+    if executed.metadata.get("minillm_mode") != "fast":
         return None
+    if uses_widgets(current) and "widgets" not in executed.metadata:
+        return None                                             # no saved widget state: the build must execute it
     same = [(c.cell_type, c.source) for c in current.cells] == [(c.cell_type, c.source) for c in executed.cells]
     return copy if same else None
 
@@ -115,6 +116,26 @@ def test_widgets_render_offline_from_vendored_scripts(html):
     assert any("KV cache" in m["state"].get("value", "") for m in models.values() if m["model_name"] == "HTMLModel")
     # exactly one copy of each script (files in _static/ itself would be loaded twice)
     assert sum(s.startswith("../_static/embed-amd.js") for s in scripts) == 1
+
+
+def test_every_explorer_embeds_its_default_figure(html):
+    """Each chapter that builds a ``figure_explorer`` carries, in the page's saved widget state, an Image model whose
+    PNG (the figure at the default knob values) the static page shows without a kernel."""
+    import base64
+
+    explorers = [p for p in toc_notebooks() if "figure_explorer(" in p.read_text()]
+    assert len(explorers) >= 5
+    for nb_path in explorers:
+        page = (html / nb_path.relative_to(ROOT).with_suffix(".html")).read_text()
+        state = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', page, re.S)
+        assert state, f"{nb_path.name}: no widget state in the page: its explorers would be empty boxes"
+        models = json.loads(state.group(1))["state"].values()
+        images = [base64.b64decode(b["data"]) for m in models if m["model_name"] == "ImageModel"
+                  for b in m.get("buffers", []) if b["path"] == ["value"]]
+        expected = sum(c.source.count("figure_explorer(") for c in nbformat.read(nb_path, as_version=4).cells
+                       if c.cell_type == "code")
+        assert len(images) >= expected >= 1 and all(i.startswith(b"\x89PNG") for i in images), nb_path.name
+        assert "application/vnd.jupyter.widget-view+json" in page, nb_path.name
 
 
 def _tiny_book(tmp: Path, cell: str) -> Path:

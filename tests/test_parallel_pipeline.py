@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from minillm import generate
-from minillm.parallel import (PipelineConfig, PipelineInferenceConfig, StageCost, StageEvent, bubble_fraction,
-                              gpipe_bubble, lm_loss, simulate_generation, split_layers)
+from minillm.parallel import (PipelineConfig, PipelineInferenceConfig, StageCost, bubble_fraction, gpipe_bubble,
+                              gpipe_schedule, lm_loss, simulate_generation, split_layers)
 from test_parallel_launch import CFG, COST, LR, MICRO, NEW, PROMPT, TOL, reference_batch, reference_model, suite
 
 
@@ -111,19 +111,26 @@ def test_pipeline_configs_say_what_to_fix():
         PipelineInferenceConfig(1, 0)
 
 
-def _gpipe_events(K: int, M: int, f: float = 1.0, b: float = 2.0) -> list[StageEvent]:
-    """An ideal GPipe timeline, written out slot by slot: F of micro-batch m on stage s in slot s + m, the
-    backward phase mirrored (stage K-1 first)."""
-    events = [StageEvent(s, "F", m, (s + m) * f, (s + m + 1) * f) for s in range(K) for m in range(M)]
-    t = (M + K - 1) * f
-    events += [StageEvent(s, "B", m, t + (K - 1 - s + m) * b, t + (K - s + m) * b) for s in range(K) for m in range(M)]
-    return events
-
-
 @pytest.mark.parametrize("K,M", [(4, 1), (4, 4), (4, 8), (2, 3)])
-def test_measured_bubble_of_an_ideal_timeline_is_the_gpipe_formula(K, M):
-    assert bubble_fraction(_gpipe_events(K, M), K) == pytest.approx(gpipe_bubble(K, M))
+def test_the_paper_schedule_respects_every_dependency_and_its_bubble_is_the_gpipe_formula(K, M):
+    f, b = 1.0, 2.0
+    events = gpipe_schedule(K, M, f, b)
+    at = {(e.kind, e.stage, e.micro): e for e in events}
+    assert len(at) == 2 * K * M and all(e.seconds == (f if e.kind == "F" else b) for e in events)
+    for k in range(K):
+        mine = sorted((e for e in events if e.stage == k), key=lambda e: e.start)
+        assert all(x.end <= y.start for x, y in zip(mine, mine[1:]))                 # one thing at a time
+        assert [e.kind for e in mine] == ["F"] * M + ["B"] * M                       # all forwards, then backwards
+        for m in range(M):
+            if k:                                                                    # activations from stage k-1
+                assert at["F", k, m].start >= at["F", k - 1, m].end
+            if k < K - 1:                                                            # gradients from stage k+1
+                assert at["B", k, m].start >= at["B", k + 1, m].end
+    assert at["B", K - 1, 0].start == at["F", K - 1, M - 1].end                      # no slack anywhere: as early as
+    assert bubble_fraction(events, K) == pytest.approx(gpipe_bubble(K, M))           # the dependencies allow
     assert gpipe_bubble(K, M) == pytest.approx((K - 1) / (M + K - 1))
+    with pytest.raises(ValueError, match="n_stages"):
+        gpipe_schedule(0, 4)
 
 
 # ------------------------------------------------------------------------- micro-batched inference on simulated devices

@@ -97,14 +97,69 @@ def test_base_model_artifact_is_deterministic_built_once_then_loaded(tokenizer, 
     assert model.cfg.tie_embeddings and model.cfg.dim == SPEC.dim
 
 
-def test_annealing_mix_upsamples_the_annealing_set():
+def test_annealing_mix_upsamples_the_annealing_set_by_tokens(tokenizer):
     docs = _docs()
-    mix = annealing_mix(docs, general_share=0.5)
-    flagged = [d for d in mix if d["annealing"]]
-    assert len(flagged) == 10 and len(mix) == 20                            # every annealing doc + as many others
-    assert annealing_mix(docs, 0.0) == flagged
+    count = lambda ds: sum(len(tokenizer.encode(d["text"])) for d in ds)                # noqa: E731
+    flagged = [d for d in docs if d["annealing"]]
+    mix = annealing_mix(docs, 0.5, tokenizer)
+    assert mix[:10] == flagged and all(not d["annealing"] for d in mix[10:])           # every annealing doc first
+    general = count(mix[10:])                                                           # then general text until
+    assert count(flagged) <= general < count(flagged) + max(count([d]) for d in mix[10:])   # it holds half the tokens
+    assert annealing_mix(docs, 0.0, tokenizer) == flagged
+    own = [{"id": "x", "text": "Question: Calculate 1 + 1.\nAnswer: 2"}]
+    assert annealing_mix(docs, 0.0, tokenizer, high_quality=own) == own
     with pytest.raises(ValueError, match="annealing=True"):
-        annealing_mix([dict(d, annealing=False) for d in docs], 0.5)
+        annealing_mix([dict(d, annealing=False) for d in docs], 0.5, tokenizer)
+
+
+def test_arithmetic_drills_are_right_unless_planted_wrong_and_skip_excluded_questions():
+    import reasoning_gym
+
+    from minillm.data.annealing import arithmetic_drills
+
+    good = arithmetic_drills(5, per_doc=4, seed=3)
+    assert len(good) == 5 and all(d["text"].count("Question: ") == 4 for d in good)
+    pairs = [(q.removeprefix("Question: "), a.removeprefix("Answer: ")) for d in good
+             for q, a in zip(d["text"].split("\n")[::2], d["text"].split("\n")[1::2])]
+    score = reasoning_gym.get_score_answer_fn("basic_arithmetic")
+    entries = {e["question"].strip(): e for e in reasoning_gym.create_dataset(
+        "basic_arithmetic", size=200, seed=3, min_terms=2, max_terms=2, min_digits=1, max_digits=1)}
+    assert all(score(a, entries[q]) == 1.0 for q, a in pairs)                          # checked by reasoning-gym
+    bad = arithmetic_drills(5, per_doc=4, seed=3, wrong_share=1.0)
+    wrong = [l for d in bad for l in d["text"].split("\n")[1::2]]
+    assert sum(w != f"Answer: {a}" for w, (_, a) in zip(wrong, pairs)) >= 17           # ~all replaced (1/199 collide)
+    skip = {pairs[0][0], pairs[5][0]}
+    assert not skip & {q for d in arithmetic_drills(5, 4, seed=3, exclude=skip) for q in
+                       (l.removeprefix("Question: ") for l in d["text"].split("\n")[::2])}
+    assert arithmetic_drills(5, 4, seed=3) == good                                      # deterministic
+    with pytest.raises(ValueError, match="wrong_share"):
+        arithmetic_drills(2, wrong_share=1.5)
+
+
+def test_the_annealing_probe_scores_a_control_and_each_candidate_from_the_same_start(tokenizer, trained):
+    import numpy as np
+
+    from minillm.train import annealing_probe
+
+    model = trained[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    docs = _docs()
+    general = [d for d in docs if not d["annealing"]]
+    seen = []
+
+    def score(m):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return np.array([float(sum(p.detach().sum() for p in m.parameters()))])
+
+    spec = AnnealSpec(steps=3, start_lr=1e-3, batch_size=4, seq_len=32, checkpoint_every=1, average_last=1)
+    out = annealing_probe(model, tokenizer, general, {"maths": [d for d in docs if d["annealing"]]}, spec, score,
+                          progress=False)
+    assert list(out["scores"]) == ["before", "control", "maths"] and out["mix_tokens"]["maths"] > 0
+    assert all(torch.equal(seen[0][k], v) for k, v in before.items())                  # "before" is the base model
+    assert not torch.equal(seen[1]["norm.weight"], seen[2]["norm.weight"])              # the two runs differ
+    assert all(torch.equal(w, before[k]) for k, w in model.state_dict().items())       # the base stays untouched
+    with pytest.raises(ValueError, match="control"):
+        annealing_probe(model, tokenizer, general, {"control": general}, spec, score, progress=False)
 
 
 def test_annealing_takes_the_lr_linearly_to_zero_and_averages_the_last_checkpoints(tokenizer, trained, tmp_path):

@@ -68,3 +68,9 @@ EXECUTED = ROOT / "_build" / "nbval"
 def executed_copy(notebook: Path) -> Path:
     """Where the copy of ``notebook`` executed by nbval is kept (``conftest.py`` writes it, ``test_book`` reads it)."""
     return EXECUTED / notebook.resolve().relative_to(ROOT)
+
+
+def uses_widgets(nb) -> bool:
+    """Whether a notebook (``nbformat`` node) displays ipywidgets: it imports them or builds a ``figure_explorer``."""
+    code = "".join(c.source for c in nb.cells if c.cell_type == "code")
+    return "import ipywidgets" in code or "figure_explorer" in code

@@ -2,7 +2,7 @@
 the curation stages (extraction, URL/MinHash/line dedup, heuristic filters, PII redaction, quality and domain
 classifiers, data mix, annealing set), each scored against the planted truth."""
 
-from minillm.data.annealing import select_annealing
+from minillm.data.annealing import arithmetic_drills, select_annealing
 from minillm.data.classifier import FastText, FastTextConfig, train_fasttext
 from minillm.data.corpus import build_corpus, curated_corpus, load_corpus, store_corpus
 from minillm.data.crawl import Crawl, CrawlConfig, CrawlTruth, Page, build_crawl
@@ -34,7 +34,7 @@ __all__ = [
     "minhash_signatures", "minhash_signatures_reference", "jaccard", "lsh_params", "candidate_probability",
     "line_dedup", "DIRTY_WORDS", "HeuristicConfig", "TokenDistribution", "dirty_word_ratio", "dup_ngram_ratio",
     "find_pii", "redact_pii", "FastText", "FastTextConfig", "train_fasttext", "train_quality_classifier",
-    "train_domain_classifier", "REPORT_MIX", "mix_weights", "select_annealing",
+    "train_domain_classifier", "REPORT_MIX", "mix_weights", "select_annealing", "arithmetic_drills",
     "PipelineConfig", "CurationResult", "run_pipeline", "evaluate", "build_corpus", "curated_corpus", "load_corpus",
     "store_corpus",
 ]

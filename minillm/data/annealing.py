@@ -28,3 +28,42 @@ def select_annealing(domains: Sequence[str], scores: Sequence[float], tokens: Se
             chosen.append(i)
             used += tokens[i]
     return sorted(chosen)
+
+
+def arithmetic_drills(n_docs: int, per_doc: int = 20, seed: int = 11, exclude: set[str] = frozenset(),
+                      wrong_share: float = 0.0, task_config: dict | None = None) -> list[dict]:
+    """A synthetic high-quality maths source: ``n_docs`` documents of ``per_doc`` solved problems each
+    (``"Question: Calculate 5 - -4.\\nAnswer: 9"``), from reasoning-gym's ``basic_arithmetic`` with ``task_config``
+    (default: one-digit, two-term problems), whose answers are right by construction. Questions in ``exclude`` (a
+    benchmark's) never appear. ``wrong_share`` replaces that share of the answers by a random integer in
+    [-99, 99]: a planted lower-quality version of the same source, for the annealing probe.
+
+    Returns corpus dicts ``{"id", "text", "domain": "math"}``, deterministic for the arguments."""
+    import random
+
+    import reasoning_gym  # slow to import (~2.5 s)
+
+    if n_docs < 1 or per_doc < 1:
+        raise ValueError(f"arithmetic_drills needs n_docs >= 1 and per_doc >= 1, got {n_docs}, {per_doc}")
+    if not 0 <= wrong_share <= 1:
+        raise ValueError(f"arithmetic_drills: wrong_share must lie in [0, 1], got {wrong_share}")
+    config = task_config or {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+    need = n_docs * per_doc
+    problems = reasoning_gym.create_dataset("basic_arithmetic", size=2 * need + 100, seed=seed, **config)
+    rng = random.Random(f"drills:{seed}:{wrong_share}")
+    lines = []
+    for entry in problems:
+        question = entry["question"].strip()
+        if question in exclude:
+            continue
+        answer = int(entry["answer"])
+        if rng.random() < wrong_share:
+            answer = rng.randint(-99, 99)
+        lines.append(f"Question: {question}\nAnswer: {answer}")
+        if len(lines) == need:
+            break
+    if len(lines) < need:
+        raise ValueError(f"arithmetic_drills found only {len(lines)} of {need} problems outside `exclude`; ask for "
+                         f"fewer documents or exclude fewer questions")
+    return [{"id": f"drills:{seed}:{wrong_share:g}:{i}", "text": "\n".join(lines[i * per_doc:(i + 1) * per_doc]),
+             "domain": "math"} for i in range(n_docs)]

@@ -86,7 +86,9 @@ def option_logprobs(model: nn.Module, context: Sequence[int], options: Sequence[
 
 def score_choices(model: nn.Module, tokenizer, items: Sequence[ChoiceItem], max_len: int | None = None) -> dict:
     """Accuracy of ``model`` on ``items``: ``{"acc", "acc_norm", "n", "chance", "predictions", "predictions_norm",
-    "nll_per_byte", "item_nll_per_byte"}`` (predictions: the chosen option index per item; ``nll_per_byte``: the mean
+    "nll_per_byte", "item_nll_per_byte", "item_answer_logprob"}`` (predictions: the chosen option index per item;
+    ``item_answer_logprob``: per item, the log-probability of the right option among the options (their summed
+    log-likelihoods softmaxed): a graded score that moves before the accuracy does; ``nll_per_byte``: the mean
     over items of the correct option's negative log-likelihood per UTF-8 byte, the report's "normalized NLL" of
     §3.2.1 that scaling-law forecasts start from). ``max_len`` defaults to the model's ``cfg.max_seq_len``."""
     if not items:
@@ -95,7 +97,7 @@ def score_choices(model: nn.Module, tokenizer, items: Sequence[ChoiceItem], max_
         max_len = getattr(getattr(model, "cfg", None), "max_seq_len", None)
     was_training = model.training
     model.eval()
-    picks, picks_norm, nll = [], [], []
+    picks, picks_norm, nll, answer_lp = [], [], [], []
     for item in items:
         context = [tokenizer.bos_id, *tokenizer.encode(item.prompt)]
         options = [tokenizer.encode(o) for o in item.options]
@@ -104,10 +106,11 @@ def score_choices(model: nn.Module, tokenizer, items: Sequence[ChoiceItem], max_
         picks.append(int(ll.argmax()))
         picks_norm.append(int((ll / n_bytes).argmax()))
         nll.append(float(-ll[item.answer] / n_bytes[item.answer]))
+        answer_lp.append(float(torch.log_softmax(ll, dim=0)[item.answer]))
     model.train(was_training)
     answers = [item.answer for item in items]
     return {"acc": sum(p == a for p, a in zip(picks, answers)) / len(items),
             "acc_norm": sum(p == a for p, a in zip(picks_norm, answers)) / len(items),
             "n": len(items), "chance": sum(1 / len(item.options) for item in items) / len(items),
             "predictions": picks, "predictions_norm": picks_norm, "nll_per_byte": sum(nll) / len(nll),
-            "item_nll_per_byte": nll}
+            "item_nll_per_byte": nll, "item_answer_logprob": answer_lp}

@@ -25,7 +25,7 @@ from minillm.parallel.pipeline_parallel import (GPipe, LlamaStage, PipelineConfi
 from minillm.parallel.tensor_parallel import (ColumnParallelLinear, RowParallelLinear, TensorParallelAttention,
                                               TensorParallelConfig, TensorParallelFeedForward, shard_llama,
                                               tp_allreduce_bytes)
-from minillm.parallel.timeline import StageEvent, bubble_fraction, gpipe_bubble, plot_timeline
+from minillm.parallel.timeline import StageEvent, bubble_fraction, gpipe_bubble, gpipe_schedule, plot_timeline
 
 __all__ = [
     "CommGroup", "CommLog", "copy_to_tp", "reduce_from_tp", "DataParallelConfig", "allreduce_gradients",
@@ -34,5 +34,5 @@ __all__ = [
     "StageCost", "pipelined_generate", "simulate_generation", "GPipe", "LlamaStage", "PipelineConfig", "build_stage", "lm_loss", "split_layers",
     "ColumnParallelLinear", "RowParallelLinear", "TensorParallelAttention", "TensorParallelConfig",
     "TensorParallelFeedForward", "shard_llama", "tp_allreduce_bytes", "StageEvent", "bubble_fraction",
-    "gpipe_bubble", "plot_timeline",
+    "gpipe_bubble", "gpipe_schedule", "plot_timeline",
 ]

@@ -46,6 +46,22 @@ def gpipe_bubble(n_stages: int, n_microbatches: int) -> float:
     return (n_stages - 1) / (n_microbatches + n_stages - 1)
 
 
+
+def gpipe_schedule(n_stages: int, n_microbatches: int, forward_s: float = 1.0,
+                   backward_s: float = 2.0) -> list[StageEvent]:
+    """GPipe's schedule on paper (``GPipe.run``'s order: all forwards, then all backwards, micro-batches in order),
+    each F lasting ``forward_s`` and each B ``backward_s`` on every stage, messages instant. F of micro-batch ``m`` on
+    stage ``k`` starts at ``(m + k) · f``; B of ``m`` on stage ``k`` at ``(M + K − 1) · f + (m + K − 1 − k) · b``.
+    Its ``bubble_fraction`` is exactly ``gpipe_bubble(K, M)``."""
+    gpipe_bubble(n_stages, n_microbatches)                          # validates K, M
+    if forward_s <= 0 or backward_s <= 0:
+        raise ValueError(f"forward_s and backward_s must be > 0, got {forward_s}, {backward_s}")
+    K, M, f, b = n_stages, n_microbatches, forward_s, backward_s
+    fwd = [StageEvent(k, "F", m, (m + k) * f, (m + k + 1) * f) for k in range(K) for m in range(M)]
+    t_f = (M + K - 1) * f
+    bwd = [StageEvent(k, "B", m, t_f + (m + K - 1 - k) * b, t_f + (m + K - k) * b) for k in range(K) for m in range(M)]
+    return fwd + bwd
+
 def shift(events: list[StageEvent], t0: float | None = None) -> list[StageEvent]:
     """Events with times relative to ``t0`` (default: the earliest start), sorted by start."""
     t0 = min(e.start for e in events) if t0 is None else t0

@@ -22,6 +22,7 @@ annealing, after its last step and of the average.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import tempfile
 from dataclasses import dataclass
@@ -69,27 +70,47 @@ class AnnealSpec:
                            progress=progress)
 
 
-def annealing_mix(train_docs: list[dict], general_share: float, seed: int = 0) -> list[dict]:
-    """The annealing documents (``doc["annealing"]``) and enough general ones (a seeded hash order) to make
-    ``general_share`` of the mix. Raises if the train split holds no annealing document."""
-    chosen = [d for d in train_docs if d.get("annealing")]
+def mix_by_tokens(chosen: list[dict], others: list[dict], share: float, tokenizer, seed: int = 0) -> list[dict]:
+    """``chosen`` plus ``others`` (in a seeded hash order) until ``chosen`` holds ``share`` of the mix's tokens (the
+    report gives mix weights in tokens). ``share = 1``: ``chosen`` alone; ``share = 0``: ``others`` alone."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must lie in [0, 1], got {share}")
+    order = sorted(others, key=lambda d: hashlib.sha256(f"{seed}:{d['id']}".encode()).digest())
+    if share == 0:
+        return order
+    want = sum(len(tokenizer.encode(d["text"])) for d in chosen) * (1 - share) / share
+    mix, have = list(chosen), 0
+    for d in order:
+        if have >= want:
+            break
+        mix.append(d)
+        have += len(tokenizer.encode(d["text"]))
+    return mix
+
+
+def annealing_mix(train_docs: list[dict], general_share: float, tokenizer, seed: int = 0,
+                  high_quality: list[dict] | None = None) -> list[dict]:
+    """The high-quality documents (default: the train split's ``doc["annealing"]`` ones) and enough general train
+    documents to make ``general_share`` of the mix's tokens. Raises if there is no high-quality document."""
+    chosen = list(high_quality) if high_quality is not None else [d for d in train_docs if d.get("annealing")]
     if not chosen:
-        raise ValueError("no train document has annealing=True: build the corpus with minillm.data (its pipeline "
-                         "marks the annealing set) or set the flag on the maths/code documents to anneal on")
-    others = sorted((d for d in train_docs if not d.get("annealing")),
-                    key=lambda d: hashlib.sha256(f"{seed}:{d['id']}".encode()).digest())
-    n_general = round(len(chosen) * general_share / (1 - general_share))
-    return chosen + others[:n_general]
+        raise ValueError("no high-quality document to anneal on: build the corpus with minillm.data (its pipeline "
+                         "marks the annealing set with annealing=True) or pass high_quality=[...]")
+    general = [d for d in train_docs if not d.get("annealing")]
+    return mix_by_tokens(chosen, general, 1 - general_share, tokenizer, seed)
 
 
 def anneal(model, tokenizer, train_docs: list[dict], spec: AnnealSpec, evaluate_fn=None,
-           run_dir: str | Path | None = None, progress: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Anneal a copy of ``model``; return ``(averaged model, metrics)`` with ``metrics["before"|"last"|"averaged"]``
-    from ``evaluate_fn(model) -> dict`` (when given), the mix's size and the loss history."""
-    docs = annealing_mix(train_docs, spec.general_share, spec.seed)
+           run_dir: str | Path | None = None, progress: bool = True,
+           high_quality: list[dict] | None = None) -> tuple[torch.nn.Module, dict]:
+    """Anneal a copy of ``model`` on ``annealing_mix`` (``high_quality`` documents, default the corpus's annealing
+    set, plus general text); return ``(averaged model, metrics)`` with ``metrics["before"|"last"|"averaged"]`` from
+    ``evaluate_fn(model) -> dict`` (when given), the mix's size and the loss history."""
+    docs = annealing_mix(train_docs, spec.general_share, tokenizer, spec.seed, high_quality)
     data: PackedData = pack_texts([d["text"] for d in docs], tokenizer, shuffle_seed=spec.seed)
     metrics: dict = {"mix_docs": len(docs), "mix_tokens": len(data),
-                     "annealing_docs": sum(bool(d.get("annealing")) for d in docs)}
+                     "annealing_docs": len(high_quality) if high_quality is not None
+                     else sum(bool(d.get("annealing")) for d in docs)}
     if evaluate_fn is not None:
         metrics["before"] = evaluate_fn(model)
     student = copy.deepcopy(model)
@@ -109,6 +130,35 @@ def anneal(model, tokenizer, train_docs: list[dict], spec: AnnealSpec, evaluate_
         metrics["averaged"] = evaluate_fn(averaged)
     return averaged, metrics
 
+
+
+def annealing_probe(model, tokenizer, general_docs: list[dict], candidates: dict[str, list[dict]], spec: AnnealSpec,
+                    score_fn, share: float = 0.3, progress: bool = True) -> dict:
+    """Judge datasets by annealing on them (report §3.1.3: "we anneal the learning rate of a 50% trained Llama 3 8B
+    model linearly to 0 on 40B tokens. In those experiments, we assign 30% weight to the new dataset and the
+    remaining 70% weight to the default data mix").
+
+    For each candidate (name -> documents) a copy of ``model`` anneals for ``spec.steps`` steps (LR from
+    ``spec.start_lr`` to 0) on a mix holding ``share`` of its tokens from the candidate and the rest from
+    ``general_docs``; a **control** anneals the same way on ``general_docs`` alone, so that what the schedule itself
+    does cancels in ``candidate − control``. ``score_fn(model) -> (n_items,) array`` scores each result on the same
+    items. Returns ``{"scores": {"before" | "control" | name: array}, "mix_tokens": {...}}``."""
+    import numpy as np
+
+    if "control" in candidates or "before" in candidates:
+        raise ValueError("candidate names 'control' and 'before' are taken by the probe's own runs; rename them")
+    scores = {"before": np.asarray(score_fn(model))}
+    mix_tokens = {}
+    runs = {"control": []} | dict(candidates)
+    for name, docs in runs.items():
+        mix = mix_by_tokens(docs, general_docs, share if docs else 0.0, tokenizer, spec.seed)
+        data = pack_texts([d["text"] for d in mix], tokenizer, shuffle_seed=spec.seed)
+        mix_tokens[name] = len(data)
+        student = copy.deepcopy(model)
+        config = dataclasses.replace(spec.train_config(progress), checkpoint_every=0)   # the probe keeps none
+        Trainer(student, config, data).fit()
+        scores[name] = np.asarray(score_fn(student))
+    return {"scores": scores, "mix_tokens": mix_tokens}
 
 def anneal_spec(mode, base) -> AnnealSpec:
     """Annealing for a run mode, continuing a ``BaseModelSpec`` ``base`` at its cosine floor and sequence length:
