@@ -189,7 +189,7 @@ def annealed_model(mode="fast", root=None, progress: bool = True):
     spec = anneal_spec(mode, base)
     folder = base_model_folder(mode, root, progress, base)
     tokenizer = book_tokenizer(root=root)
-    recipe = {"version": 1, "base": folder.name, "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__}}
+    recipe = {"version": 2, "base": folder.name, "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__}}
 
     def build(out: Path) -> None:
         model, _ = load_pretrained(folder)
