@@ -34,18 +34,17 @@ class Chapter:
 
 CHAPTERS = {c.stem: c for c in (
     Chapter("00_llama3_herd", "The Llama 3 herd", {"fast": 3, "book": 4}),
-    # chapter 1: the last clean measurement (31 s / 89 s) plus its new sections, timed on a loaded machine
-    Chapter("01_pretraining_data", "Pre-training data", {"fast": 70, "book": 210},
+    Chapter("01_pretraining_data", "Pre-training data", {"fast": 70, "book": 166},
             ("corpus", "sweep_tokenizer", "mix_runs")),
-    Chapter("02_architecture", "Architecture", {"fast": 55, "book": 142}, ("tokenizer", "smollm2")),
-    Chapter("03_training_recipe", "The training recipe", {"fast": 300, "book": 593},
-            ("tokenizer", "corpus", "base_model", "annealed_model")),
-    Chapter("04_scaling_laws", "Scaling laws", {"fast": 128, "book": 305},
+    Chapter("02_architecture", "Architecture", {"fast": 55, "book": 124}, ("tokenizer", "smollm2")),
+    Chapter("03_training_recipe", "The training recipe", {"fast": 300, "book": 729},
+            ("tokenizer", "corpus", "base_model", "annealed_model", "annealing_probe")),
+    Chapter("04_scaling_laws", "Scaling laws", {"fast": 128, "book": 311},
             ("sweep_tokenizer", "isoflop_sweep", "shape_sweep")),
-    Chapter("05_post_training", "Post-training", {"fast": 380, "book": 405}, ("tokenizer", "corpus", "base_model")),
-    Chapter("06_serving", "Serving", {"fast": 53, "book": 164}),
-    Chapter("07_parallelism", "Parallelism", {"fast": 43, "book": 89}),
-    Chapter("08_quantization", "Quantization", {"fast": 94, "book": 223},
+    Chapter("05_post_training", "Post-training", {"fast": 380, "book": 448}, ("tokenizer", "corpus", "base_model")),
+    Chapter("06_serving", "Serving", {"fast": 53, "book": 178}),
+    Chapter("07_parallelism", "Parallelism", {"fast": 43, "book": 78}),
+    Chapter("08_quantization", "Quantization", {"fast": 94, "book": 209},
             ("smollm2", "tokenizer", "corpus", "base_model")),
 )}
 
@@ -77,6 +76,11 @@ def _annealed_model(mode):
     return annealed_model(mode, progress=False)
 
 
+def _annealing_probe(mode):
+    from minillm.train.annealing import probed_datasets
+    return probed_datasets(mode, progress=False)
+
+
 def _isoflop_sweep(mode):
     from minillm.train.isoflop import isoflop_folder
     return isoflop_folder(mode, progress=False)
@@ -99,11 +103,13 @@ def _smollm2(mode):
 
 
 PROBES = {"tokenizer": _tokenizer, "sweep_tokenizer": _sweep_tokenizer, "corpus": _corpus,
-          "base_model": _base_model, "annealed_model": _annealed_model, "isoflop_sweep": _isoflop_sweep,
+          "base_model": _base_model, "annealed_model": _annealed_model, "annealing_probe": _annealing_probe,
+          "isoflop_sweep": _isoflop_sweep,
           "shape_sweep": _shape_sweep, "mix_runs": _mix_runs, "smollm2": _smollm2}
 
 ARTIFACTS = {"tokenizer": "the book's 8K BPE tokenizer", "sweep_tokenizer": "the 1K BPE tokenizer of the sweep",
              "corpus": "the curated corpus", "base_model": "the base model", "annealed_model": "the annealed model",
+             "annealing_probe": "the annealing probe's runs",
              "isoflop_sweep": "the IsoFLOP sweep's models", "shape_sweep": "the shape-vs-size runs",
              "mix_runs": "the data-mix experiment's runs", "smollm2": "SmolLM2-135M-Instruct, read from its GGUF"}
 

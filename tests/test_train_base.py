@@ -123,15 +123,23 @@ def test_arithmetic_drills_are_right_unless_planted_wrong_and_skip_excluded_ques
              for q, a in zip(d["text"].split("\n")[::2], d["text"].split("\n")[1::2])]
     score = reasoning_gym.get_score_answer_fn("basic_arithmetic")
     entries = {e["question"].strip(): e for e in reasoning_gym.create_dataset(
-        "basic_arithmetic", size=200, seed=3, min_terms=2, max_terms=2, min_digits=1, max_digits=1)}
+        "basic_arithmetic", size=500, seed=3, min_terms=2, max_terms=2, min_digits=1, max_digits=1)}
     assert all(score(a, entries[q]) == 1.0 for q, a in pairs)                          # checked by reasoning-gym
     bad = arithmetic_drills(5, per_doc=4, seed=3, wrong_share=1.0)
     wrong = [l for d in bad for l in d["text"].split("\n")[1::2]]
-    assert sum(w != f"Answer: {a}" for w, (_, a) in zip(wrong, pairs)) >= 17           # ~all replaced (1/199 collide)
+    assert all(w != f"Answer: {a}" for w, (_, a) in zip(wrong, pairs))                  # every answer replaced
     skip = {pairs[0][0], pairs[5][0]}
     assert not skip & {q for d in arithmetic_drills(5, 4, seed=3, exclude=skip) for q in
                        (l.removeprefix("Question: ") for l in d["text"].split("\n")[::2])}
     assert arithmetic_drills(5, 4, seed=3) == good                                      # deterministic
+    answers = {}                                                                        # half the questions wrong,
+    for d in arithmetic_drills(10, 20, seed=3, wrong_share=0.5):                        # the same way each time
+        lines = d["text"].split("\n")
+        for q, a in zip(lines[::2], lines[1::2]):
+            answers.setdefault(q.removeprefix("Question: "), set()).add(a.removeprefix("Answer: "))
+    assert all(len(a) == 1 for a in answers.values())
+    wrong = [q for q, a in answers.items() if score(next(iter(a)), entries[q]) < 1]     # (the drills draw
+    assert 0.3 < len(wrong) / len(answers) < 0.7                                        # 2 × 200 + 100 problems)
     with pytest.raises(ValueError, match="wrong_share"):
         arithmetic_drills(2, wrong_share=1.5)
 

@@ -35,8 +35,9 @@ def arithmetic_drills(n_docs: int, per_doc: int = 20, seed: int = 11, exclude: s
     """A synthetic high-quality maths source: ``n_docs`` documents of ``per_doc`` solved problems each
     (``"Question: Calculate 5 - -4.\\nAnswer: 9"``), from reasoning-gym's ``basic_arithmetic`` with ``task_config``
     (default: one-digit, two-term problems), whose answers are right by construction. Questions in ``exclude`` (a
-    benchmark's) never appear. ``wrong_share`` replaces that share of the answers by a random integer in
-    [-99, 99]: a planted lower-quality version of the same source, for the annealing probe.
+    benchmark's) never appear. ``wrong_share``: that share of the distinct questions gets a wrong answer (a random
+    integer in [-99, 99]), the same one wherever the question recurs, as a buggy answer key would give it: a
+    planted lower-quality version of the same source, for the annealing probe.
 
     Returns corpus dicts ``{"id", "text", "domain": "math"}``, deterministic for the arguments."""
     import random
@@ -50,15 +51,15 @@ def arithmetic_drills(n_docs: int, per_doc: int = 20, seed: int = 11, exclude: s
     config = task_config or {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
     need = n_docs * per_doc
     problems = reasoning_gym.create_dataset("basic_arithmetic", size=2 * need + 100, seed=seed, **config)
-    rng = random.Random(f"drills:{seed}:{wrong_share}")
     lines = []
     for entry in problems:
         question = entry["question"].strip()
         if question in exclude:
             continue
         answer = int(entry["answer"])
+        rng = random.Random(f"drills:{seed}:{question}")              # per question: recurrences agree
         if rng.random() < wrong_share:
-            answer = rng.randint(-99, 99)
+            answer = rng.choice([a for a in range(-99, 100) if a != answer])
         lines.append(f"Question: {question}\nAnswer: {answer}")
         if len(lines) == need:
             break

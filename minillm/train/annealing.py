@@ -45,7 +45,8 @@ class AnnealSpec:
     start_lr: float = 3e-4
     batch_size: int = 16
     seq_len: int = 128
-    general_share: float = 0.3             # fraction of annealing-mix documents drawn from general text
+    general_share: float = 0.3             # share of the annealing mix's tokens drawn from general text
+    drills: int = 0                        # documents of verified arithmetic drills added to the high-quality set
     checkpoint_every: int = 5
     average_last: int = 3
     seed: int = 0
@@ -54,6 +55,8 @@ class AnnealSpec:
         for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "average_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AnnealSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if self.drills < 0:
+            raise ValueError(f"AnnealSpec.drills must be >= 0, got {self.drills}")
         if not self.start_lr > 0:
             raise ValueError(f"AnnealSpec.start_lr must be positive, got {self.start_lr}")
         if not 0 <= self.general_share < 1:
@@ -160,50 +163,116 @@ def annealing_probe(model, tokenizer, general_docs: list[dict], candidates: dict
         scores[name] = np.asarray(score_fn(student))
     return {"scores": scores, "mix_tokens": mix_tokens}
 
+
 def anneal_spec(mode, base) -> AnnealSpec:
-    """Annealing for a run mode, continuing a ``BaseModelSpec`` ``base`` at its cosine floor and sequence length:
-    a tenth of the base run's steps or less (fast: 30 steps, ~30K tokens; book: 60 steps, ~120K tokens), the
-    report's 40M tokens scaled to our run."""
+    """Annealing for a run mode, continuing a ``BaseModelSpec`` ``base`` at its cosine floor and sequence length
+    (fast: 30 steps, ~30K tokens; book: 120 steps, ~250K tokens: a fifth of the base run, where the report anneals on
+    its last 40M of 15.6T tokens: our base run is too short for a smaller share to move anything). The
+    high-quality set is the corpus's maths and code pages plus ``drills`` documents of verified arithmetic."""
     from minillm.device import RunMode
 
     mode = RunMode(mode) if isinstance(mode, str) else mode
-    steps = mode.pick(fast=30, book=60, full=600)
-    every = max(1, steps // 6)
+    steps = mode.pick(fast=30, book=120, full=600)
     return AnnealSpec(steps=steps, start_lr=base.final_lr, batch_size=base.batch_size, seq_len=base.seq_len,
-                      checkpoint_every=every, average_last=3, seed=base.seed)
+                      checkpoint_every=max(1, steps // 6), average_last=3, seed=base.seed,
+                      drills=mode.pick(fast=100, book=400, full=2000))
+
+
+def _annealing_inputs(mode, root, progress):
+    """What both cached runs below start from: the base spec and model folder, the tokenizer, the train/held-out
+    split and the benchmark suite, whose arithmetic set is larger than the base model's (800 items in book mode: a
+    few points of accuracy must be told from noise)."""
+    from minillm.data.corpus import curated_corpus, load_corpus
+    from minillm.device import RunMode
+    from minillm.tokenizer import book_tokenizer
+    from minillm.train.pretrain import base_model_folder, base_model_spec, benchmark_suite, split_corpus
+
+    mode = RunMode(mode) if isinstance(mode, str) else mode
+    base = base_model_spec(mode)
+    folder = base_model_folder(mode, root, progress, base)
+    tokenizer = book_tokenizer(root=root)
+
+    def data():
+        train_docs, held_docs = split_corpus(load_corpus(curated_corpus(mode, root=root, progress=progress)), base)
+        n_items = mode.pick(fast=200, book=800, full=800)
+        return train_docs, held_docs, benchmark_suite(train_docs, held_docs, base.n_cloze, n_items, base.seed)
+
+    return mode, base, folder, tokenizer, data
 
 
 def annealed_model(mode="fast", root=None, progress: bool = True):
     """``(model, tokenizer, metrics)``: the base model of ``mode`` annealed and averaged, cached as an artifact whose
-    ``metrics.json`` holds the held-out metrics before, after the last step and after averaging."""
+    ``metrics.json`` holds the held-out metrics (per item on the multiple-choice sets) before, after the last step
+    and after averaging."""
     import json
 
     from minillm.artifacts import build_or_load
-    from minillm.data.corpus import curated_corpus, load_corpus
+    from minillm.data.annealing import arithmetic_drills
     from minillm.model.load import load_pretrained, save_pretrained
-    from minillm.tokenizer import book_tokenizer
-    from minillm.train.pretrain import (_jsonable, base_model_folder, base_model_spec, benchmark_suite,
-                                          evaluate_base, split_corpus)
+    from minillm.train.pretrain import _jsonable, evaluate_base
 
-    base = base_model_spec(mode)
+    mode, base, folder, tokenizer, data = _annealing_inputs(mode, root, progress)
     spec = anneal_spec(mode, base)
-    folder = base_model_folder(mode, root, progress, base)
-    tokenizer = book_tokenizer(root=root)
-    recipe = {"version": 2, "base": folder.name, "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__}}
+    recipe = {"version": 3, "base": folder.name, "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__}}
 
     def build(out: Path) -> None:
         model, _ = load_pretrained(folder)
-        train_docs, held_docs = split_corpus(load_corpus(curated_corpus(mode, root=root, progress=progress)), base)
+        train_docs, held_docs, suite = data()
         val = pack_texts([d["text"] for d in held_docs], tokenizer)
-        suite = benchmark_suite(train_docs, held_docs, base.n_cloze, base.n_math, base.seed)
+        drills = arithmetic_drills(spec.drills, exclude={item.question for item in suite["math"]})
+        high_quality = drills + [d for d in train_docs if d.get("annealing")]
 
         def evaluate_fn(m):
-            return evaluate_base(m, tokenizer, val, suite, base.seq_len, base.batch_size, base.eval_batches)
+            return evaluate_base(m, tokenizer, val, suite, base.seq_len, base.batch_size, base.eval_batches,
+                                 per_item=True)
 
-        averaged, metrics = anneal(model, tokenizer, train_docs, spec, evaluate_fn, progress=progress)
+        averaged, metrics = anneal(model, tokenizer, train_docs, spec, evaluate_fn, progress=progress,
+                                   high_quality=high_quality)
+        metrics["high_quality"] = {"drill_docs": len(drills), "corpus_docs": len(high_quality) - len(drills),
+                                   "drill_example": drills[0]["text"]}
         save_pretrained(averaged, tokenizer, out)
         (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
 
     result = build_or_load("annealed_model", recipe, build, root=root)
     model, _ = load_pretrained(result)
     return model, tokenizer, json.loads((result / "metrics.json").read_text())
+
+
+PROBE_CANDIDATES = {"100% right": 0.0, "50% right": 0.5, "0% right": 1.0}   # name -> share of answers made wrong
+
+
+def probed_datasets(mode="fast", root=None, progress: bool = True) -> dict:
+    """The annealing probe (``annealing_probe``, report §3.1.3) run on the book's base model and cached: one source of
+    arithmetic drills in three planted qualities (``PROBE_CANDIDATES``: all answers right, half replaced by random
+    integers, all replaced), each annealed in at 30% of the tokens for half the annealing run's steps, and a
+    control on general text alone. Scores: per arithmetic multiple-choice item, the right option's log-probability
+    among the options. Returns ``{"scores": {run: [..]}, "mix_tokens", "steps", "docs"}``."""
+    import json
+
+    from minillm.artifacts import build_or_load
+    from minillm.data.annealing import arithmetic_drills
+    from minillm.eval import score_choices
+    from minillm.model.load import load_pretrained
+
+    mode, base, folder, tokenizer, data = _annealing_inputs(mode, root, progress)
+    spec = anneal_spec(mode, base)
+    spec = dataclasses.replace(spec, steps=spec.steps // 2, checkpoint_every=spec.steps // 2, average_last=1)
+    n_docs = mode.pick(fast=50, book=200, full=1000)
+    recipe = {"version": 1, "base": folder.name, "steps": spec.steps, "docs": n_docs, "share": 0.3,
+              "candidates": PROBE_CANDIDATES}
+
+    def build(out: Path) -> None:
+        model, _ = load_pretrained(folder)
+        train_docs, _, suite = data()
+        exclude = {item.question for item in suite["math"]}
+        candidates = {name: arithmetic_drills(n_docs, seed=21, exclude=exclude, wrong_share=wrong)
+                      for name, wrong in PROBE_CANDIDATES.items()}
+        general = [d for d in train_docs if not d.get("annealing")]
+        probe = annealing_probe(model, tokenizer, general, candidates, spec,
+                                lambda m: score_choices(m, tokenizer, suite["arith_mc"])["item_answer_logprob"],
+                                progress=progress)
+        result = {"scores": {k: [float(x) for x in v] for k, v in probe["scores"].items()},
+                  "mix_tokens": probe["mix_tokens"], "steps": spec.steps, "docs": n_docs}
+        (out / "probe.json").write_text(json.dumps(result, indent=1))
+
+    return json.loads((build_or_load("annealing_probe", recipe, build, root=root) / "probe.json").read_text())

@@ -118,14 +118,19 @@ def unigram_loss(train: PackedData, val: PackedData, vocab_size: int) -> float:
 
 
 def evaluate_base(model, tokenizer, val: PackedData, suite: dict, seq_len: int, batch_size: int = 16,
-                  eval_batches: int | None = None) -> dict:
-    """Validation loss / bits per byte, cloze and arithmetic multiple choice, and the checked maths score."""
+                  eval_batches: int | None = None, per_item: bool = False) -> dict:
+    """Validation loss / bits per byte, cloze and arithmetic multiple choice, and the checked maths score.
+    ``per_item``: also, for the multiple-choice sets, ``"correct"`` (one bool per item, for paired tests) and
+    ``"answer_logprob"`` (the right option's log-probability among the options)."""
     from minillm.eval import score_choices, score_math
 
     out = {"val": evaluate(model, val, seq_len, batch_size, eval_batches)}
     for name in ("cloze", "arith_mc"):
         result = score_choices(model, tokenizer, suite[name])
         out[name] = {k: result[k] for k in ("acc", "acc_norm", "n", "chance")}
+        if per_item:
+            out[name]["correct"] = [p == item.answer for p, item in zip(result["predictions"], suite[name])]
+            out[name]["answer_logprob"] = result["item_answer_logprob"]
     out["math"] = score_math(model, tokenizer, suite["math"])
     return out
 
