@@ -69,6 +69,7 @@ def figure_explorer(draw: Callable[..., Any], **controls: Any) -> Any:
         image.value = buffer.getvalue()
 
     for w in controls.values():
+        w.style.description_width = "initial"                   # show the whole label, not "micro-bat..."
         w.observe(render, names="value")
     render()
     return widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), image])
