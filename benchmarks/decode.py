@@ -109,7 +109,7 @@ def hf_twin(model: Llama, dtype: torch.dtype, device: torch.device):
     """An HF LlamaForCausalLM with the same weights, built in memory (an 8B model never touches the disk)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from minillm.model.load import hf_config, hf_tensors
+    from minillm.model.hf_checkpoint import hf_config, hf_tensors
 
     with torch.device(device):
         hf = LlamaForCausalLM._from_config(LlamaConfig(**hf_config(model)), dtype=dtype,

@@ -8,7 +8,9 @@ import torch
 
 from minillm import Llama, ModelConfig, RopeScaling
 from minillm.generate import generate
-from minillm.model.load import GGUF_NAMES, GGUF_TOP, hf_tensors, load_pretrained, save_pretrained, smollm2_gguf_path
+from minillm.model.gguf_file import GGUF_NAMES, GGUF_TOP
+from minillm.model.hf_checkpoint import hf_tensors
+from minillm.model.load import load_pretrained, save_pretrained, smollm2_gguf_path
 
 gguf = pytest.importorskip("gguf", reason="GGUF tests need the package 'gguf' (pip install gguf)")
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    if n < 2:",

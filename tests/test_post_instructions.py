@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from minillm.post import DataConfig, PostTrainSpec, build_post_data, eval_prompt, evaluate_accuracy, post_training_spec
+from minillm.eval.stats import binomial_p
 from minillm.post import loop
 from minillm.post.data import canonical_response, follows_instruction, is_correct
 from minillm.post.instructions import (KINDS, TICS, FormatInstruction, cleaning_rules, follows, ignoring,
@@ -116,6 +117,6 @@ def test_the_exact_binomial_test_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
     for k, n in [(0, 0), (0, 1), (3, 10), (5, 10), (49, 0 + 49), (230, 248), (12, 30)]:
         expected = 1.0 if n == 0 else stats.binomtest(k, n).pvalue
-        assert loop.binomial_p(k, n) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+        assert binomial_p(k, n) == pytest.approx(expected, rel=1e-9, abs=1e-300)
     with pytest.raises(ValueError, match="0 <= k <= n"):
-        loop.binomial_p(3, 2)
+        binomial_p(3, 2)

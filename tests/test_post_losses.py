@@ -164,3 +164,21 @@ def test_configs_reject_bad_fields_naming_them(make, field):
         make()
     for part in (field,) if isinstance(field, str) else field:          # the config, the field and what is wrong
         assert part in str(error.value)
+
+
+def test_paired_difference_is_scipys_paired_t_test_and_interval():
+    import numpy as np
+    from scipy import stats
+
+    from minillm.eval.stats import paired_difference
+
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=200)
+    after = before + 0.1 + rng.normal(scale=0.5, size=200)
+    out = paired_difference(after, before)
+    ref = stats.ttest_rel(after, before)
+    low, high = ref.confidence_interval(0.95)
+    assert out["p"] == pytest.approx(ref.pvalue) and out["n"] == 200
+    assert (out["diff"] - out["half"], out["diff"] + out["half"]) == pytest.approx((low, high))
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([1.0], [0.0])

@@ -48,7 +48,9 @@ def arithmetic_drills(n_docs: int, per_doc: int = 20, seed: int = 11, exclude: s
         raise ValueError(f"arithmetic_drills needs n_docs >= 1 and per_doc >= 1, got {n_docs}, {per_doc}")
     if not 0 <= wrong_share <= 1:
         raise ValueError(f"arithmetic_drills: wrong_share must lie in [0, 1], got {wrong_share}")
-    config = task_config or {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+    from minillm.eval.math import EASY_ARITHMETIC
+
+    config = task_config or EASY_ARITHMETIC["basic_arithmetic"]
     need = n_docs * per_doc
     problems = reasoning_gym.create_dataset("basic_arithmetic", size=2 * need + 100, seed=seed, **config)
     lines = []

@@ -8,7 +8,7 @@ from minillm.eval.contamination import (ContaminationReport, NgramIndex, contami
                                         performance_gain, word_ids)
 from minillm.eval.ifeval import IFItem, ifeval_prompts, ifeval_responses, score_ifeval
 from minillm.eval.mmlu import add_options, as_mmlu, mmlu_block
-from minillm.eval.stats import binomial_p, paired_comparison, wilson_interval
+from minillm.eval.stats import binomial_p, paired_comparison, paired_difference, wilson_interval
 from minillm.eval.math import (HELD_OUT_SEED, MathItem, arithmetic_choice_benchmark, extract_answer, math_benchmark,
                                score_math, training_questions)
 
@@ -18,5 +18,5 @@ __all__ = [
     "extract_answer", "math_benchmark",
     "score_math", "training_questions", "ContaminationReport", "NgramIndex", "contamination_report", "ngram_hashes",
     "performance_gain", "word_ids", "IFItem", "ifeval_prompts", "ifeval_responses", "score_ifeval", "as_mmlu",
-    "mmlu_block", "binomial_p", "paired_comparison", "wilson_interval",
+    "mmlu_block", "binomial_p", "paired_comparison", "paired_difference", "wilson_interval",
 ]

@@ -24,6 +24,8 @@ from minillm.eval.choice import ChoiceItem
 
 MAX_DRAWS = 100_000                 # problems drawn per task at most before math_benchmark gives up
 HELD_OUT_SEED = 1_000_003           # the corpus uses seed 0 (book) ... small seeds; this one is far from them
+# the book's arithmetic: one-digit, two-term problems (benchmarks, annealing drills, post-training's tasks)
+EASY_ARITHMETIC = {"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}}
 _QUESTION = re.compile(r"^Question: (.+)$", re.MULTILINE)
 
 

@@ -48,3 +48,17 @@ def binomial_p(k: int, n: int) -> float:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n if n else 1.0
     return min(1.0, 2 * tail)
+
+
+def paired_difference(after, before, level: float = 0.95) -> dict:
+    """Did a change move a graded per-question score (e.g. the right option's log-probability) on the *same*
+    questions? ``after``/``before``: one number per question. Returns the mean difference ``diff``, the half-width
+    ``half`` of its t-interval at ``level``, the paired t-test's two-sided ``p`` and ``n`` (``scipy.stats``)."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"need two equally long 1-D score lists of >= 2 questions, got a difference of shape {d.shape}")
+    half = float(stats.t.ppf((1 + level) / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"diff": float(d.mean()), "half": half, "p": float(stats.ttest_1samp(d, 0).pvalue), "n": len(d)}

@@ -14,10 +14,7 @@ from pathlib import Path
 
 import torch
 
-from minillm.config import ModelConfig
-from minillm.model.gguf_file import GGUF_KEYS, GGUF_NAMES, GGUF_TOP  # noqa: F401  (names tests and readers look up)
-from minillm.model.hf_checkpoint import (HF_KEYS, check_tensors, config_from_hf, hf_config,  # noqa: F401
-                                         hf_shapes, hf_tensors, read_checkpoint, write_hf_folder)
+from minillm.model.hf_checkpoint import read_checkpoint, write_hf_folder
 from minillm.model.llama import Llama
 
 
@@ -75,12 +72,6 @@ def load_model(model: str | Path, dtype: torch.dtype = torch.float32, device: to
                          + ", ".join(MODEL_NAMES) + ", a Hugging Face folder (config.json, weights, tokenizer.json), "
                          "a .gguf file")
     return load_pretrained(model, dtype, device)
-
-
-def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                device: torch.device | str = "cpu") -> Llama:
-    """Our ``Llama`` holding checked HF-named ``tensors`` (``Llama.from_hf_tensors``)."""
-    return Llama.from_hf_tensors(cfg, tensors, dtype, device)
 
 
 def save_pretrained(model: Llama, tokenizer, folder: str | Path) -> Path:

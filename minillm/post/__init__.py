@@ -16,8 +16,9 @@ from minillm.post.data import (DataConfig, PostData, PreferenceTriple, build_pos
                                synthetic_preference)
 from minillm.post.dpo import DPOConfig, dpo_loss, dpo_objective, frozen_copy, preference_batch, sequence_logps, \
     train_dpo
-from minillm.post.loop import (PostTrainResult, PostTrainSpec, binomial_p, evaluate_accuracy, paired_comparison,
-                               post_train_round, post_training_spec, run_post_training, wilson_interval)
+from minillm.eval.stats import binomial_p, paired_comparison, wilson_interval   # the paired tests every stage uses
+from minillm.post.loop import (PostTrainResult, PostTrainSpec, evaluate_accuracy, post_train_round,
+                               post_training_spec, run_post_training)
 from minillm.post.quality_control import (QualityConfig, embed_texts, load_embedder, pass_rate_difficulty,
                                           select_data, semantic_dedup, top_fraction, topic_of, train_topic_classifier)
 from minillm.post.rejection_sampling import RejectionConfig, RejectionResult, rejection_sample, sample_completions

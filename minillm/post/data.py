@@ -32,7 +32,7 @@ from typing import Sequence
 
 from minillm.eval.math import HELD_OUT_SEED, MathItem, math_benchmark
 from minillm.post.instructions import KINDS, NUMBER, FormatInstruction, follows, ignoring, with_tic
-from minillm.train.pretrain import EASY_ARITHMETIC
+from minillm.eval.math import EASY_ARITHMETIC
 
 Chat = list[dict[str, str]]          # [{"role": "user", "content": "..."}, ...]
 DEV_SEED = 500_009                   # between the train seeds (small) and HELD_OUT_SEED (1,000,003)

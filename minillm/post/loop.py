@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minillm.device import RunMode
-from minillm.eval.stats import binomial_p, paired_comparison, wilson_interval  # noqa: F401  (re-exported)
+from minillm.eval.stats import wilson_interval
 from minillm.post.data import TARGETS, DataConfig, PostData, build_post_data, canonical_response, eval_prompt, \
     instruction_chat, is_correct
 from minillm.post.dpo import DPOConfig, train_dpo

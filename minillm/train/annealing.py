@@ -46,7 +46,7 @@ class AnnealSpec:
     batch_size: int = 16
     seq_len: int = 128
     general_share: float = 0.3             # share of the annealing mix's tokens drawn from general text
-    drills: int = 0                        # documents of verified arithmetic drills added to the high-quality set
+    drills: int = 0                        # arithmetic-drill documents annealed_model adds to the high-quality set
     checkpoint_every: int = 5
     average_last: int = 3
     seed: int = 0
@@ -166,8 +166,8 @@ def annealing_probe(model, tokenizer, general_docs: list[dict], candidates: dict
 
 def anneal_spec(mode, base) -> AnnealSpec:
     """Annealing for a run mode, continuing a ``BaseModelSpec`` ``base`` at its cosine floor and sequence length
-    (fast: 30 steps, ~30K tokens; book: 120 steps, ~250K tokens: a fifth of the base run, where the report anneals on
-    its last 40M of 15.6T tokens: our base run is too short for a smaller share to move anything). The
+    (fast: 30 steps, ~30K tokens; book: 120 steps, ~250K tokens: a fifth of the base run, a far larger share than the
+    report's last 40M of 15.6T tokens, because our whole run is 1.2M tokens). The
     high-quality set is the corpus's maths and code pages plus ``drills`` documents of verified arithmetic."""
     from minillm.device import RunMode
 
@@ -243,8 +243,8 @@ PROBE_CANDIDATES = {"100% right": 0.0, "50% right": 0.5, "0% right": 1.0}   # na
 
 def probed_datasets(mode="fast", root=None, progress: bool = True) -> dict:
     """The annealing probe (``annealing_probe``, report §3.1.3) run on the book's base model and cached: one source of
-    arithmetic drills in three planted qualities (``PROBE_CANDIDATES``: all answers right, half replaced by random
-    integers, all replaced), each annealed in at 30% of the tokens for half the annealing run's steps, and a
+    arithmetic drills in three planted qualities (``PROBE_CANDIDATES``: every question answered right, half of the
+    questions answered wrongly, all of them; see ``arithmetic_drills``), each annealed in at 30% of the tokens for half the annealing run's steps, and a
     control on general text alone. Scores: per arithmetic multiple-choice item, the right option's log-probability
     among the options. Returns ``{"scores": {run: [..]}, "mix_tokens", "steps", "docs"}``."""
     import json
