@@ -19,6 +19,10 @@ One run, JSON out (written after every section, so a timeout keeps what was meas
    steps (``minillm/infer/decode_graphs.py``), captured at start-up outside the timed run (the capture time is
    recorded); the same engine with ``decode_graphs="off"`` on the baseline requests is the A/B. GPU mode skips
    what starts after ``--deadline-s`` (200 s).
+5. ``profile`` (not in the default sections): where a decode step's GPU time goes. ``--profile-batch`` requests of
+   ``--profile-context`` prompt tokens are prefilled; then ``torch.profiler`` records a few pure-decode steps (CUDA
+   graph replays on a GPU) and sums the kernels' device time by kind: paged decode attention, GEMMs, other kernels.
+   The same steps are also timed without the profiler.
 
     python benchmarks/serve.py                          # CPU: SmolLM2-135M, scaled-down protocol (~5 min on 2 cores)
     python benchmarks/serve.py --quick                  # CPU, smaller (~1 min)
@@ -184,6 +188,68 @@ def bench_rejection(model: Llama, P: int, K: int, L: int, device, **engine_kw) -
             "report": "Llama 3 §6.2: PagedAttention gave over 2x throughput in rejection sampling"}
 
 
+# ------------------------------------------------------------------------------------------------ 5. profile
+def kernel_kind(name: str) -> str:
+    """Group a CUDA kernel by what it does (names of Triton, cuBLAS/CUTLASS and PyTorch kernels)."""
+    low = name.lower()
+    if "paged_decode" in low or "merge_splits" in low:
+        return "paged decode attention"
+    if any(k in low for k in ("gemm", "nvjet", "cutlass", "sm90_", "sm80_", "cublas", "matmul")):
+        return "GEMM"
+    if "flash" in low or "fmha" in low or "attention" in low:
+        return "prefill attention"
+    return "other"
+
+
+def bench_profile(model: Llama, device, batch: int, context: int, steps: int, **engine_kw) -> dict:
+    """Profile ``steps`` pure-decode steps of ``batch`` sequences at about ``context`` tokens (after their prefill)."""
+    engine, capture_s = start_engine(model, device, **{**engine_kw, "max_num_seqs": max(batch, 1)})
+    rng = random.Random(1)
+    params = SamplingParams(temperature=0.0, max_tokens=2 * steps + 8, ignore_eos=True)
+    for _ in range(batch):
+        engine.add_request([rng.randrange(model.cfg.vocab_size) for _ in range(context)], params)
+    graphs = engine.runner.graphs
+    while not (graphs is not None and graphs.num_runs >= 2) and engine.has_unfinished():
+        engine.step()                                           # prefill chunks, then the first decode steps
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    sync()
+    runs0 = graphs.num_runs if graphs is not None else 0
+    t = time.perf_counter()
+    for _ in range(steps // 2):
+        engine.step()
+    sync()
+    plain_s = (time.perf_counter() - t) / (steps // 2)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps // 2):
+            engine.step()
+        sync()
+    by_kind, top = {}, []
+    for evt in prof.key_averages():
+        dev_us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0) or 0
+        if device.type == "cuda" and getattr(evt, "device_type", None) == torch.autograd.DeviceType.CUDA:
+            kind = kernel_kind(evt.key)
+            by_kind[kind] = by_kind.get(kind, 0.0) + dev_us / 1e6 / (steps // 2)
+            top.append((dev_us, evt.key, evt.count))
+    top.sort(reverse=True)
+    graph_steps = (graphs.num_runs if graphs is not None else 0) - runs0
+    per_token_kv = ModelRunner.bytes_per_block(model, 1)
+    out = {"batch": batch, "context": context, "steps_timed": steps // 2, "graph_steps": graph_steps,
+           "step_s_without_profiler": plain_s, "device_s_per_step_by_kind": by_kind,
+           "kv_bytes_read_per_step": batch * context * per_token_kv,
+           "top_kernels": [{"name": k[:120], "device_s_per_step": us / 1e6 / (steps // 2), "calls": c}
+                           for us, k, c in top[:12]], "graph_capture_s": capture_s,
+           "phase_seconds": dict(engine.phase_seconds)}
+    print(f"profile: batch {batch} x ~{context} tokens: {plain_s * 1e3:.1f} ms a step without the profiler "
+          f"({graph_steps} of {steps} steps replayed graphs); device time a step: "
+          + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])),
+          flush=True)
+    del engine
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ 4. throughput
 def requests(n: int, lo: int, hi: int, vocab: int, seed: int = 0):
     rng = random.Random(seed)
@@ -253,6 +319,8 @@ def main() -> None:
     ap.add_argument("--sections", nargs="*", default=["attention", "memory", "rejection", "throughput"])
     ap.add_argument("--deadline-s", type=float, default=None,
                     help="skip the remaining throughput baselines once this many seconds have passed")
+    ap.add_argument("--profile-batch", type=int, default=None, help="profile: sequences (GPU 256)")
+    ap.add_argument("--profile-context", type=int, default=None, help="profile: prompt tokens (GPU 1,000)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -263,7 +331,7 @@ def main() -> None:
             raise SystemExit("--mode gpu needs CUDA (use --smoke to run its code path on tiny shapes)")
         cfg, dtype = ModelConfig.llama3_8b(max_seq_len=4096), torch.bfloat16
         model, name = random_model(cfg, dtype, device), "llama3-8b shapes, random bf16 weights"
-        attn_cases, iters = [(1, 4096), (16, 4096), (64, 1024), (256, 512)], 50
+        attn_cases, iters = [(1, 4096), (16, 4096), (64, 1024), (256, 512), (256, 1024)], 50
         mem_n, mem_len = 256, 2048
         rej = (512, 16, 256)
         n_req, lo, hi, n_base, static_batch, base_hi = 256, 100, 1024, 64, 64, 256
@@ -314,6 +382,11 @@ def main() -> None:
     if "rejection" in args.sections and time.perf_counter() - T0 < args.deadline_s:
         P, K, L = rej
         save("rejection", bench_rejection(model, P, K, L, device, max_num_batched_tokens=max(2048, P)))
+    if "profile" in args.sections:
+        pb, pc = (256, 1000) if gpu and not args.smoke else (4, 64)
+        save("profile", bench_profile(model, device, args.profile_batch or pb, args.profile_context or pc, 16,
+                                      **{**engine_kw, "decode_graphs": "cuda" if device.type == "cuda" else "static"}))
+        free_cuda(device)
     if "throughput" in args.sections:
         reqs = requests(n_req, lo, hi, cfg.vocab_size)
         base_hi = args.baseline_max_len or base_hi

@@ -137,3 +137,27 @@ def test_static_shape_decoder_gives_the_same_greedy_tokens(m):
 
     prompts = [[5, 17, 3, 99], [64, 2, 90, 11]]
     assert static_greedy(m, prompts, 9) == generate(m, prompts, 9)
+
+
+def test_compiled_static_step_updates_the_cache_in_place():
+    """``torch.compile`` of the static decode step must write the new token's keys/values into the cache, not copy
+    each layer's whole cache and write it back every step (what indexing the 5-D cache inside the step made inductor
+    do). The generated code must allocate no buffer of a layer's cache size, and decode the eager step's tokens."""
+    from torch._inductor.utils import run_and_get_code
+
+    from minillm.model.static_decode import StaticDecoder
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, vocab_size=256, max_seq_len=512)
+    m = Llama(cfg).eval()
+    prompt = torch.randint(0, 256, (1, 40))
+    eager = StaticDecoder(m, 1, 301)
+    want = eager.decode(eager.prefill(prompt), 4)
+    dec = StaticDecoder(m, 1, 301, compile=True)
+    first = dec.prefill(prompt)
+    got, codes = run_and_get_code(dec.decode, first, 4)
+    assert torch.equal(got, want)
+    layer_cache = "(1, 2, 301, 16)"                                       # (B, Hkv, max_seq_len, head_dim)
+    allocations = [line for code in codes for line in code.splitlines() if "empty_strided" in line]
+    assert allocations, "found no buffer allocations: has inductor's output format changed?"
+    assert not [line for line in allocations if layer_cache in line], "the compiled step copies a layer's KV cache"

@@ -1,5 +1,11 @@
 """PagedAttention (vLLM §4.1) against dense attention (``attention_ref``) on random block layouts."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -85,3 +91,34 @@ def test_triton_decode_kernel_equals_dense_attention(dtype, lengths, n_heads, sp
                                         num_splits=splits)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got.float(), dense_decode(q, dense).float(), rtol=tol, atol=tol)
+
+
+_INTERPRET_CHECK = """
+import sys, torch
+sys.path.insert(0, "tests")
+from test_infer_paged_attention import scattered, dense_decode
+from minillm.infer.paged_attention_triton import paged_decode_attention_triton
+worst = 0.0
+# (lengths, query heads, splits, max_context the grid is sized for): the last two are a graph's fixed grid, sized for
+# far longer contexts than the sequences have, so each sequence's own length must be what gets split
+for lengths, heads, splits, max_context in [([1, 7, 16, 33], 8, None, None), ([300, 100, 17], 32, 3, None),
+                                            ([200], 32, None, 4096), ([5, 130, 1], 32, 4, 2048)]:
+    k_pool, v_pool, tables, dense = scattered(lengths, n_kv_heads=8 if heads == 32 else 2, head_dim=128,
+                                              block_size=16)
+    q = torch.randn(len(lengths), heads, 128)
+    got = paged_decode_attention_triton(q, k_pool, v_pool, tables, torch.tensor(lengths), max_context=max_context,
+                                        num_splits=splits)
+    worst = max(worst, (got - dense_decode(q, dense)).abs().max().item())
+print(worst)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package (any device)")
+def test_triton_decode_kernel_in_the_interpreter_equals_dense_attention():
+    """The kernel under ``TRITON_INTERPRET=1`` on CPU tensors (the flag must be set before triton is imported, hence
+    the subprocess): runs wherever triton is installed, GPU or not."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _INTERPRET_CHECK], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) < 1e-5

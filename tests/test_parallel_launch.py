@@ -284,3 +284,11 @@ if __name__ == "__main__":
 
     mode, out_dir = sys.argv[1], Path(sys.argv[2])
     worker(lambda: _worker_suite(out_dir) if mode == "suite" else _worker_failure(mode, out_dir))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gives")
+def test_nccl_without_a_gpu_says_to_use_gloo():
+    from minillm.parallel.launch import init_distributed
+
+    with pytest.raises(ValueError, match="use backend='gloo'"):
+        init_distributed(backend="nccl")

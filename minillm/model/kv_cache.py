@@ -32,6 +32,10 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.max_seq_len = max_seq_len
+        # per-layer views of the same memory, for the static path: torch.compile sees each as its own input and
+        # updates it in place; indexing ``self.k[layer]`` inside a compiled step instead makes inductor copy the
+        # layer's whole cache (and write it back) on every step, which made compiled decoding slower than eager
+        self._k_layers, self._v_layers = self.k.unbind(0), self.v.unbind(0)
 
     @property
     def nbytes(self) -> int:
@@ -41,9 +45,10 @@ class KVCache:
         """Store ``k, v (B, Hkv, T, D)`` at positions ``start..start+T``; return the keys/values to attend over."""
         T = k.shape[2]
         if isinstance(start, torch.Tensor):                 # static shapes: slots given as a tensor (T,)
-            self.k[layer].index_copy_(2, start, k)
-            self.v[layer].index_copy_(2, start, v)
-            return self.k[layer], self.v[layer]             # (B, Hkv, max_seq_len, D)
+            k_all, v_all = self._k_layers[layer], self._v_layers[layer]
+            k_all.index_copy_(2, start, k)
+            v_all.index_copy_(2, start, v)
+            return k_all, v_all                             # (B, Hkv, max_seq_len, D)
         end = start + T
         if end > self.max_seq_len:
             raise ValueError(f"KV cache is full: writing positions {start}..{end} but max_seq_len is "

@@ -41,6 +41,8 @@ from minillm.parallel.pipeline_parallel import GPipe, PipelineConfig, build_stag
 from minillm.parallel.tensor_parallel import shard_llama
 from minillm.parallel.timeline import bubble_fraction
 
+JOB_DEVICE_ENV = "MINILLM_JOB_DEVICE"
+
 
 def batch(cfg: ModelConfig, batch_size: int, seq_len: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ``tokens, targets (batch_size, seq_len)`` (targets = tokens shifted by one), the same on every rank."""
@@ -179,7 +181,8 @@ def main() -> dict:
         model = Llama(ModelConfig(**spec["model"]).replace(**job.get("model", {})))   # a job may change the model
         if "init" in spec and "model" not in job:
             model.load_state_dict(torch.load(spec["init"]))
-        if dist.get_backend() == "nccl":                                  # NCCL talks between GPUs only
+        # NCCL talks between GPUs only; gloo moves CUDA tensors for some collectives (JOB_DEVICE_ENV=cuda to try)
+        if dist.get_backend() == "nccl" or os.environ.get(JOB_DEVICE_ENV) == "cuda":
             model.to(torch.device("cuda", torch.cuda.current_device()))
         results[job.get("key", job["name"])] = JOBS[job["name"]](model, job, out)
     return results

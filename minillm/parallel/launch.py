@@ -61,6 +61,7 @@ import torch
 import torch.distributed as dist
 
 RESULTS_ENV, TIMEOUT_ENV = "MINILLM_RESULTS_DIR", "MINILLM_COMM_TIMEOUT_S"
+SHARE_GPUS_ENV = "MINILLM_SHARE_GPUS"   # "1": more NCCL ranks than GPUs share them round-robin (for experiments)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,13 @@ def init_distributed(comm_timeout_s: float | None = None, backend: str | None = 
     backend = backend or os.environ.get("MINILLM_BACKEND") or pick_backend()
     device = torch.device("cpu")
     if backend == "nccl":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        local, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if gpus == 0:
+            raise ValueError("backend 'nccl' needs CUDA devices and this process sees none; use backend='gloo'")
+        if local >= gpus and os.environ.get(SHARE_GPUS_ENV) != "1":
+            raise ValueError(f"backend 'nccl' needs one GPU per rank, but local rank {local} sees {gpus} CUDA "
+                             f"device(s): launch at most {gpus} ranks per node, or use backend='gloo'")
+        device = torch.device("cuda", local % gpus)     # sharing (SHARE_GPUS_ENV=1): NCCL itself may refuse it
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=comm_timeout_s))
