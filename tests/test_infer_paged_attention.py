@@ -113,10 +113,12 @@ print(worst)
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package (any device)")
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None or torch.cuda.is_available(),
+                    reason="needs the triton package; with a GPU the compiled kernel is checked instead")
 def test_triton_decode_kernel_in_the_interpreter_equals_dense_attention():
     """The kernel under ``TRITON_INTERPRET=1`` on CPU tensors (the flag must be set before triton is imported, hence
-    the subprocess): runs wherever triton is installed, GPU or not."""
+    the subprocess), for machines with triton but no GPU. (Triton 3.9's interpreter runs it; older interpreters
+    cannot take a loop bound that was loaded from memory, which the compiled kernel handles.)"""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", _INTERPRET_CHECK], env=env, capture_output=True, text=True,
                          timeout=300, cwd=Path(__file__).resolve().parents[1])
