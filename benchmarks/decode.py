@@ -162,25 +162,35 @@ def decode_roofline(model: Llama, batch: int, prompt_len: int, new_tokens: int, 
 
 
 def run_pair(model, hf, batch: int, prompt_len: int, new_tokens: int, repeats: int, device, static: bool) -> dict:
+    """Warm both up, then alternate ours and HF ``repeats`` times: a shared machine's memory bandwidth drifts over
+    minutes, and back-to-back pairs see the same machine. Times are medians; ``paired_decode_ratios`` holds each
+    pair's decode ratio (ours / HF), whose median and spread say how stable the comparison is."""
     g = torch.Generator().manual_seed(batch)
     tokens = torch.randint(0, model.cfg.vocab_size, (batch, prompt_len), generator=g).to(device)
-    rows = {}
     ours = lambda m, t, n: time_ours(m, t, n, static)  # noqa: E731
-    for name, fn, m in (("minillm", ours, model), ("hf", time_hf, hf)):
+    sides = (("minillm", ours, model), ("hf", time_hf, hf))
+    for _, fn, m in sides:
         fn(m, tokens, new_tokens)  # warm-up (and CUDA-graph capture for ours)
-        runs = [fn(m, tokens, new_tokens) for _ in range(repeats)]
-        prefill = statistics.median(r[0] for r in runs)
-        decode = statistics.median(r[1] for r in runs)
+    runs = {name: [] for name, _, _ in sides}
+    for _ in range(repeats):
+        for name, fn, m in sides:
+            runs[name].append(fn(m, tokens, new_tokens))
+    rows = {}
+    for name, rs in runs.items():
+        prefill = statistics.median(r[0] for r in rs)
+        decode = statistics.median(r[1] for r in rs)
         rows[name] = {
             "prefill_tok_s": batch * prompt_len / prefill,
             "decode_tok_s": batch * (new_tokens - 1) / decode,
             "end_to_end_tok_s": batch * new_tokens / (prefill + decode),
-            "prefill_s": prefill, "decode_s": decode, "ids": runs[0][2],
+            "prefill_s": prefill, "decode_s": decode, "ids": rs[0][2],
         }
     same = rows["minillm"].pop("ids") == rows["hf"].pop("ids")
     ratio = {k: rows["minillm"][k] / rows["hf"][k] for k in ("prefill_tok_s", "decode_tok_s", "end_to_end_tok_s")}
+    paired = [h[1] / o[1] for o, h in zip(runs["minillm"], runs["hf"])]      # HF decode time / ours = speed ratio
     return {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "same_greedy_tokens": same,
-            **rows, "ratio_ours_over_hf": ratio}
+            **rows, "ratio_ours_over_hf": ratio, "paired_decode_ratios": paired,
+            "paired_decode_ratio_median": statistics.median(paired)}
 
 
 def main() -> None:
@@ -237,7 +247,8 @@ def main() -> None:
                 f"prefill {r['minillm']['prefill_tok_s']:9.1f} vs HF {r['hf']['prefill_tok_s']:9.1f} tok/s "
                 f"({r['ratio_ours_over_hf']['prefill_tok_s']:.2f}x) | decode {r['minillm']['decode_tok_s']:8.1f} vs HF "
                 f"{r['hf']['decode_tok_s']:8.1f} tok/s ({r['ratio_ours_over_hf']['decode_tok_s']:.2f}x) | "
-                f"same tokens: {r['same_greedy_tokens']}")
+                f"same tokens: {r['same_greedy_tokens']} | paired decode ratios "
+                f"{', '.join(f'{x:.2f}' for x in r['paired_decode_ratios'])}")
         for kind, bw in bandwidth.items():
             if bw:
                 roof = decode_roofline(model, batch, prompt_len, new_tokens, bw)

@@ -37,8 +37,8 @@ CHAPTERS = {c.stem: c for c in (
     Chapter("01_pretraining_data", "Pre-training data", {"fast": 70, "book": 164},
             ("corpus", "sweep_tokenizer", "mix_runs")),
     Chapter("02_architecture", "Architecture", {"fast": 55, "book": 118}, ("tokenizer", "smollm2")),
-    Chapter("03_training_recipe", "The training recipe", {"fast": 300, "book": 706},
-            ("tokenizer", "corpus", "base_model", "annealed_model", "annealing_probe")),
+    Chapter("03_training_recipe", "The training recipe", {"fast": 322, "book": 807},
+            ("tokenizer", "corpus", "batch_ramp", "base_model", "annealed_model", "annealing_probe")),
     Chapter("04_scaling_laws", "Scaling laws", {"fast": 128, "book": 272},
             ("sweep_tokenizer", "isoflop_sweep", "shape_sweep")),
     Chapter("05_post_training", "Post-training", {"fast": 380, "book": 415}, ("tokenizer", "corpus", "base_model")),
@@ -81,6 +81,11 @@ def _annealing_probe(mode):
     return probed_datasets(mode, progress=False)
 
 
+def _batch_ramp(mode):
+    from minillm.train.batch_ramp_experiment import batch_ramp_runs
+    return batch_ramp_runs(mode, progress=False)
+
+
 def _isoflop_sweep(mode):
     from minillm.train.isoflop import isoflop_folder
     return isoflop_folder(mode, progress=False)
@@ -104,12 +109,13 @@ def _smollm2(mode):
 
 PROBES = {"tokenizer": _tokenizer, "sweep_tokenizer": _sweep_tokenizer, "corpus": _corpus,
           "base_model": _base_model, "annealed_model": _annealed_model, "annealing_probe": _annealing_probe,
-          "isoflop_sweep": _isoflop_sweep,
+          "batch_ramp": _batch_ramp, "isoflop_sweep": _isoflop_sweep,
           "shape_sweep": _shape_sweep, "mix_runs": _mix_runs, "smollm2": _smollm2}
 
 ARTIFACTS = {"tokenizer": "the book's 8K BPE tokenizer", "sweep_tokenizer": "the 1K BPE tokenizer of the sweep",
              "corpus": "the curated corpus", "base_model": "the base model", "annealed_model": "the annealed model",
              "annealing_probe": "the annealing probe's runs",
+             "batch_ramp": "the batch-ramp runs (ramp vs constant)",
              "isoflop_sweep": "the IsoFLOP sweep's models", "shape_sweep": "the shape-vs-size runs",
              "mix_runs": "the data-mix experiment's runs", "smollm2": "SmolLM2-135M-Instruct, read from its GGUF"}
 
