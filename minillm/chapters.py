@@ -37,7 +37,7 @@ CHAPTERS = {c.stem: c for c in (
     Chapter("01_pretraining_data", "Pre-training data", {"fast": 70, "book": 164},
             ("corpus", "sweep_tokenizer", "mix_runs")),
     Chapter("02_architecture", "Architecture", {"fast": 55, "book": 118}, ("tokenizer", "smollm2")),
-    Chapter("03_training_recipe", "The training recipe", {"fast": 322, "book": 807},
+    Chapter("03_training_recipe", "The training recipe", {"fast": 322, "book": 830},
             ("tokenizer", "corpus", "batch_ramp", "base_model", "annealed_model", "annealing_probe")),
     Chapter("04_scaling_laws", "Scaling laws", {"fast": 128, "book": 272},
             ("sweep_tokenizer", "isoflop_sweep", "shape_sweep")),
