@@ -242,8 +242,7 @@ def bench_prefill(cfg: ModelConfig, tokens: int, device, dtype, warmup, reps, co
     baselines = {}                                                        # compilation -> bf16 prefill seconds
 
     def measure(stage: str, **info):
-        r = {"stage": stage, **info, "compiled": state["compiled"], "compiled_ffn": state["compiled"] == "ffn",
-             "weight_bytes": module_bytes(model)}
+        r = {"stage": stage, **info, "compiled": state["compiled"], "weight_bytes": module_bytes(model)}
         t = time.perf_counter()
         attempt(r, "prefill_s", lambda: median_seconds(prefill, device, warmup, reps))
         r["wall_s_incl_compile"] = time.perf_counter() - t

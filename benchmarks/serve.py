@@ -203,7 +203,7 @@ def kernel_kind(name: str) -> str:
 
 def bench_profile(model: Llama, device, batch: int, context: int, steps: int, **engine_kw) -> dict:
     """Profile ``steps`` pure-decode steps of ``batch`` sequences at about ``context`` tokens (after their prefill)."""
-    engine, capture_s = start_engine(model, device, **{**engine_kw, "max_num_seqs": max(batch, 1)})
+    engine, capture_s = start_engine(model, device, **{**engine_kw, "max_num_seqs": batch})
     rng = random.Random(1)
     params = SamplingParams(temperature=0.0, max_tokens=2 * steps + 8, ignore_eos=True)
     for _ in range(batch):
