@@ -6,7 +6,7 @@ import torch
 from minillm import Llama, ModelConfig
 from minillm.eval.choice import score_choices
 from minillm.tokenizer import train_bpe
-from minillm.train.evaluate import evaluate
+from minillm.train.evaluate import evaluate, window_losses
 from minillm.train.long_context import ContextStage, extend_context, long_context_stage, needle_items
 from minillm.train.packing import pack_texts
 
@@ -68,9 +68,41 @@ def test_long_context_stages_run_in_order_and_report_both_criteria(tokenizer):
     assert [r["rope_theta"] for r in rows] == [10_000.0, 20_000.0, 40_000.0]
     assert rows[0]["needle_acc"] is None                                   # 32 tokens hold no haystack
     # each row measures the model of its stage at its stage's length: the start at 32, the final model at 128
-    start = evaluate(_model(tokenizer.vocab_size, seq_len=32), val, 32, max_batches=8)["loss"]
-    assert rows[0]["short_loss"] == pytest.approx(start, rel=1e-6)
-    assert rows[-1]["short_loss"] == pytest.approx(evaluate(final, val, 32, max_batches=8)["loss"], rel=1e-6)
-    assert rows[-1]["short_loss"] != pytest.approx(start, rel=1e-3)                   # the stages trained
+    start = window_losses(_model(tokenizer.vocab_size, seq_len=32), val, 32)
+    assert rows[0]["short_window_losses"] == pytest.approx(start.tolist(), rel=1e-6)
+    assert rows[0]["short_loss"] == pytest.approx(float(start.mean()), rel=1e-6)
+    assert rows[-1]["short_loss"] == pytest.approx(float(window_losses(final, val, 32).mean()), rel=1e-6)
+    assert abs(rows[0]["short_loss"] - evaluate(_model(tokenizer.vocab_size, seq_len=32), val, 32)["loss"]) < 0.05
+    assert rows[-1]["short_loss"] != pytest.approx(float(start.mean()), rel=1e-3)                   # the stages trained
     needles = needle_items(tokenizer, texts[30:], 128, 3)
     assert rows[-1]["needle_acc"] == score_choices(final, tokenizer, needles, max_len=128)["acc"]
+
+
+def test_stages_read_new_text_from_start_token_with_a_decaying_rate(tokenizer, monkeypatch):
+    texts = _texts(40)
+    train = pack_texts(texts[:30], tokenizer)
+    val = pack_texts(texts[30:], tokenizer)
+    seen = []                                                  # (stream position, lr) of every step
+    from minillm.train import trainer as trainer_module
+
+    real_step = trainer_module.Trainer.train_step
+
+    def spy(self):
+        seen.append((self.loader.position, self.cfg.schedule.lr(self.step)))
+        return real_step(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", spy)
+    stages = [ContextStage(64, 3), ContextStage(128, 3)]
+    _, rows = long_context_stage(_model(tokenizer.vocab_size, seq_len=32), tokenizer, train, val, texts[30:], stages,
+                                 batch_tokens=256, lr=1e-3, short_seq_len=32, n_needles=2, progress=False,
+                                 start_token=500, final_lr=1e-5, short_windows=5)
+    assert [p for p, _ in seen] == [500, 756, 1012, 1268, 1524, 1780]           # 256 new tokens per step, no re-reading
+    assert seen[0][1] == pytest.approx(1e-3) and seen[3][1] == pytest.approx(1e-3)   # each stage starts at lr …
+    assert seen[2][1] < 0.6e-3 and seen[5][1] < 0.6e-3                                  # … and decays
+    for row in rows:
+        assert len(row["short_window_losses"]) == 5
+        assert set(row["induction"]) == {"first", "second", "gain"}
+    with pytest.raises(ValueError, match="start_token"):
+        long_context_stage(_model(tokenizer.vocab_size, seq_len=32), tokenizer, train, val, texts[30:], stages,
+                           batch_tokens=256, lr=1e-3, short_seq_len=32, n_needles=2, progress=False,
+                           start_token=len(train) - 10)

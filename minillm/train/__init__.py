@@ -8,7 +8,7 @@ from minillm.train.pretrain import (BaseModelSpec, base_model, base_model_folder
                                       train_base)
 from minillm.train.checkpoint import (CheckpointError, average_checkpoints, checkpoint_dir, latest_checkpoint,
                                       list_checkpoints, load_checkpoint, save_checkpoint)
-from minillm.train.evaluate import evaluate, token_byte_lengths, token_losses
+from minillm.train.evaluate import evaluate, token_byte_lengths, token_losses, window_losses
 from minillm.train.optim import OptimConfig, autocast, clip_gradients, make_optimizer, param_groups
 from minillm.train.packing import IGNORE, Batch, PackedData, StreamLoader, batch_at, pack_documents, pack_texts
 from minillm.train.schedules import BatchRamp, LRSchedule, RampStage
@@ -19,7 +19,7 @@ __all__ = [
     "BaseModelSpec", "base_model",
     "base_model_folder", "base_model_spec", "evaluate_base", "train_base",
     "CheckpointError", "average_checkpoints", "checkpoint_dir", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint", "evaluate",
-    "token_byte_lengths", "token_losses", "OptimConfig", "autocast", "clip_gradients", "make_optimizer",
+    "token_byte_lengths", "token_losses", "window_losses", "OptimConfig", "autocast", "clip_gradients", "make_optimizer",
     "param_groups", "IGNORE", "Batch", "PackedData", "StreamLoader", "batch_at", "pack_documents", "pack_texts",
     "BatchRamp", "LRSchedule", "RampStage", "TrainConfig", "Trainer", "init_distributed",
 ]

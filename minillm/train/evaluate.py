@@ -30,6 +30,28 @@ def token_losses(model: nn.Module, tokens: torch.Tensor, targets: torch.Tensor,
 
 
 @torch.no_grad()
+def window_losses(model: nn.Module, data: PackedData, seq_len: int, n_windows: int | None = None,
+                  batch_size: int = 16) -> torch.Tensor:
+    """Mean loss (nats/token) of each of the first ``n_windows`` windows of ``seq_len`` tokens of ``data`` (all by
+    default), documents masked apart: ``(n_windows,)`` fp32. One number per window, for paired tests of two models on
+    the same text (``minillm.eval.paired_difference``)."""
+    windows = data.n_windows(seq_len) if n_windows is None else min(n_windows, data.n_windows(seq_len))
+    if windows < 1:
+        raise ValueError(f"the stream ({len(data)} tokens) holds no window of {seq_len}; use a shorter seq_len")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, windows, batch_size):
+        batch = batch_at(data, start * seq_len, min(batch_size, windows - start), seq_len).to(device)
+        losses = token_losses(model, batch.tokens, batch.targets, batch.doc_ids)   # (rows, T)
+        kept = (batch.targets != IGNORE).sum(dim=1)                                 # (rows,)
+        out.append((losses.sum(dim=1) / kept).float().cpu())                        # (rows,)
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, data: PackedData, seq_len: int, batch_size: int = 8, max_batches: int | None = None,
              use_doc_mask: bool = True, amp: bool = True) -> dict[str, float]:
     """Loss (nats/token) and bits per byte over the first ``max_batches`` batches of ``data`` (all by default).

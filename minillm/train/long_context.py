@@ -12,7 +12,10 @@ tasks up to that length." Llama 3 went from 8K to 128K in six stages over ~800B 
   ``"The secret number is 4821."`` planted at a depth, ending with ``"The secret number is"``; the options are the
   true number and three others, scored by log-likelihood (``minillm.eval.score_choices``). 100% = "solved".
 - ``long_context_stage``: for each ``ContextStage``, extend, train ``steps`` steps of sequences of the new length
-  (same tokens per batch: fewer, longer rows), then measure the short-context validation loss and needle accuracy.
+  (same tokens per batch: fewer, longer rows) on text the model has not seen, then measure the short-context
+  validation loss (per window, so a paired test can say whether it recovered), the needle accuracy and the
+  repeated-tokens induction test (``minillm.eval.induction``): a needle can only be found by a model with induction
+  heads, so the test says whether a needle at chance is a question of length or of a skill the model lacks.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import torch
 
 from minillm.config import RopeScaling
 from minillm.eval.choice import ChoiceItem, score_choices
+from minillm.eval.induction import induction_score
 from minillm.model import Llama
-from minillm.train.evaluate import evaluate
+from minillm.train.evaluate import window_losses
 from minillm.train.packing import PackedData
 from minillm.train.schedules import BatchRamp, LRSchedule
 from minillm.train.trainer import TrainConfig, Trainer
@@ -95,11 +99,19 @@ def needle_items(tokenizer, texts: Sequence[str], seq_len: int, n_items: int, se
 
 def long_context_stage(model: Llama, tokenizer, train: PackedData, short_val: PackedData, hay_texts: Sequence[str],
                        stages: Sequence[ContextStage], batch_tokens: int, lr: float, short_seq_len: int,
-                       n_needles: int = 12, progress: bool = True) -> tuple[Llama, list[dict]]:
-    """Run ``stages`` in order from ``model``; return the final model and one row per stage (plus a row for the
-    start): ``seq_len``, ``rope_theta``, ``short_loss`` (validation loss at ``short_seq_len``) and ``needle_acc``
-    (at the stage's length; None where the length holds no haystack). LR: constant ``lr`` with a short warm-up per stage."""
+                       n_needles: int = 12, progress: bool = True, start_token: int = 0,
+                       final_lr: float | None = None, short_windows: int | None = None) -> tuple[Llama, list[dict]]:
+    """Run ``stages`` in order from ``model``; return the final model and one row per stage (plus a first row for the
+    start, measured at ``short_seq_len``): ``seq_len``, ``rope_theta``, ``short_window_losses`` (the mean loss of each
+    of the first ``short_windows`` validation windows of ``short_seq_len`` tokens, all by default: for a paired test
+    against the start), ``short_loss`` (their mean), ``needle_acc`` (at the row's length; None where the length holds
+    no haystack) and ``induction`` (``induction_score``).
+
+    Data: the stages read ``train`` in order from stream position ``start_token`` (pass the tokens the model has
+    already trained on, so the stages see new text), each one where the previous stopped. LR per stage: a short
+    warm-up to ``lr``, then a cosine to ``final_lr`` (None: constant ``lr``)."""
     rows = []
+    vocab = model.cfg.vocab_size
 
     def measure(m: Llama, seq_len: int) -> dict:
         try:
@@ -107,17 +119,28 @@ def long_context_stage(model: Llama, tokenizer, train: PackedData, short_val: Pa
             needle_acc = score_choices(m, tokenizer, needles, max_len=seq_len)["acc"]
         except ValueError:                          # too short a context for a needle and a haystack
             needle_acc = None
+        windows = window_losses(m, short_val, short_seq_len, short_windows)        # (n_windows,)
         return {"seq_len": seq_len, "rope_theta": m.cfg.rope_theta, "needle_acc": needle_acc,
-                "short_loss": evaluate(m, short_val, short_seq_len, max_batches=8)["loss"]}
+                "short_loss": float(windows.mean()), "short_window_losses": windows.tolist(),
+                "induction": induction_score(m, vocab, length=min(64, m.cfg.max_seq_len // 2),
+                                             low_id=min(256, vocab - 2))}
 
-    rows.append(measure(model, model.cfg.max_seq_len))
+    rows.append(measure(model, short_seq_len))
+    position = start_token
     for stage in stages:
         model = extend_context(model, stage.seq_len, stage.rope_theta, stage.rope_scaling)
         if stage.steps:
             rows_per_batch = max(1, batch_tokens // stage.seq_len)
-            cfg = TrainConfig(steps=stage.steps, schedule=LRSchedule(lr, max(1, stage.steps // 10), stage.steps, lr),
+            schedule = LRSchedule(lr, max(1, stage.steps // 10), stage.steps, lr if final_lr is None else final_lr)
+            cfg = TrainConfig(steps=stage.steps, schedule=schedule,
                               batch=BatchRamp.constant(rows_per_batch, stage.seq_len),
                               micro_batch_size=rows_per_batch, progress=progress)
-            Trainer(model, cfg, train).fit()
+            trainer = Trainer(model, cfg, train)
+            if position + rows_per_batch * stage.seq_len + 1 > len(train):
+                raise ValueError(f"start_token={start_token} leaves too little of the training stream "
+                                 f"({len(train)} tokens) for the stage of {stage.seq_len}; pass a smaller start_token")
+            trainer.loader.position = position      # new text; the loader wraps to the start if the stream ends
+            trainer.fit()
+            position = trainer.loader.position
         rows.append(dict(measure(model, stage.seq_len), steps=stage.steps))
     return model, rows
