@@ -34,17 +34,17 @@ class Chapter:
 
 CHAPTERS = {c.stem: c for c in (
     Chapter("00_llama3_herd", "The Llama 3 herd", {"fast": 3, "book": 4}),
-    Chapter("01_pretraining_data", "Pre-training data", {"fast": 70, "book": 164},
+    Chapter("01_pretraining_data", "Pre-training data", {"fast": 70, "book": 161},
             ("corpus", "sweep_tokenizer", "mix_runs")),
-    Chapter("02_architecture", "Architecture", {"fast": 55, "book": 118}, ("tokenizer", "smollm2")),
-    Chapter("03_training_recipe", "The training recipe", {"fast": 322, "book": 830},
+    Chapter("02_architecture", "Architecture", {"fast": 55, "book": 117}, ("tokenizer", "smollm2")),
+    Chapter("03_training_recipe", "The training recipe", {"fast": 322, "book": 869},
             ("tokenizer", "corpus", "batch_ramp", "base_model", "annealed_model", "annealing_probe")),
-    Chapter("04_scaling_laws", "Scaling laws", {"fast": 128, "book": 272},
+    Chapter("04_scaling_laws", "Scaling laws", {"fast": 128, "book": 261},
             ("sweep_tokenizer", "isoflop_sweep", "shape_sweep")),
-    Chapter("05_post_training", "Post-training", {"fast": 380, "book": 415}, ("tokenizer", "corpus", "base_model")),
-    Chapter("06_serving", "Serving", {"fast": 53, "book": 187}),
-    Chapter("07_parallelism", "Parallelism", {"fast": 43, "book": 84}),
-    Chapter("08_quantization", "Quantization", {"fast": 94, "book": 210},
+    Chapter("05_post_training", "Post-training", {"fast": 380, "book": 378}, ("tokenizer", "corpus", "base_model")),
+    Chapter("06_serving", "Serving", {"fast": 53, "book": 147}),
+    Chapter("07_parallelism", "Parallelism", {"fast": 43, "book": 76}),
+    Chapter("08_quantization", "Quantization", {"fast": 94, "book": 189},
             ("smollm2", "tokenizer", "corpus", "base_model")),
 )}
 
