@@ -27,8 +27,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--out", default="benchmarks/out/cpu_decode_profile.json")
     args = parser.parse_args()
-    loaded = load_smollm2()
-    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    model, _ = load_smollm2()
     prompt = torch.randint(100, 40_000, (128,), generator=torch.Generator().manual_seed(0)).tolist()
     steps = decode_steps(model, [prompt], 48)
     for _ in range(16):                                 # prefill and warm-up
