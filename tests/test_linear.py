@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import minillm.model.linear as linear_module
 from minillm.model.linear import Linear, linear, use_onednn
 
 
@@ -24,7 +25,7 @@ def test_training_other_dtypes_and_long_prefills_use_f_linear(monkeypatch):
         assert use_onednn(x, w)
         assert not use_onednn(torch.randn(1, 65, 4), w)   # compute-bound: no per-length kernel builds
         assert not use_onednn(x.bfloat16(), w.bfloat16())
-        monkeypatch.setenv("MINILLM_CPU_LINEAR", "aten")
+        monkeypatch.setattr(linear_module, "FORCE_ATEN", True)   # what MINILLM_CPU_LINEAR=aten sets at import
         assert not use_onednn(x, w)
 
 

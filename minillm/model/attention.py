@@ -124,11 +124,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,
                 is_causal: bool = False, cache=None, layer: int = 0, start=0) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.wqkv(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)      # (B, H, T, D)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)   # (B, Hkv, T, D)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)   # (B, Hkv, T, D)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H, Hkv = self.n_heads, self.n_kv_heads
+        qkv = self.wqkv(x).view(B, T, H + 2 * Hkv, self.head_dim).transpose(1, 2)  # (B, H + 2·Hkv, T, D)
+        # queries and keys are rotated in one call; at decode time every saved operator call counts
+        q, k = apply_rope(qkv[:, :H + Hkv], cos, sin).split([H, Hkv], dim=1)     # (B, H, T, D), (B, Hkv, T, D)
+        v = qkv[:, H + Hkv:]                                                      # (B, Hkv, T, D)
         if cache is not None:
             k, v = cache.update(layer, k, v, start)                         # (B, Hkv, S, D): all cached keys
         out = self.attend(q, k, v, mask, is_causal)                         # (B, H, T, D)

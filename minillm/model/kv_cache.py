@@ -44,15 +44,17 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``k, v (B, Hkv, T, D)`` at positions ``start..start+T``; return the keys/values to attend over."""
         T = k.shape[2]
+        k_all, v_all = self._k_layers[layer], self._v_layers[layer]  # (B, Hkv, max_seq_len, D)
         if isinstance(start, torch.Tensor):                 # static shapes: slots given as a tensor (T,)
-            k_all, v_all = self._k_layers[layer], self._v_layers[layer]
             k_all.index_copy_(2, start, k)
             v_all.index_copy_(2, start, v)
-            return k_all, v_all                             # (B, Hkv, max_seq_len, D)
+            return k_all, v_all
         end = start + T
         if end > self.max_seq_len:
             raise ValueError(f"KV cache is full: writing positions {start}..{end} but max_seq_len is "
                              f"{self.max_seq_len}; allocate the cache with a larger max_seq_len")
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, Hkv, end, D)
+        # narrow + copy_ rather than ``self.k[layer, :, :, start:end] = k``: the same write in 2 operator calls
+        # instead of 5, which matters when a decode step makes ~60 calls a layer (benchmarks/RESULTS.md)
+        k_all.narrow(2, start, T).copy_(k)
+        v_all.narrow(2, start, T).copy_(v)
+        return k_all.narrow(2, 0, end), v_all.narrow(2, 0, end)  # (B, Hkv, end, D)
