@@ -1,5 +1,9 @@
 """The CPU inference kernel choice in ``minillm.model.linear`` must not change results."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,3 +41,9 @@ def test_linear_layer_trains_like_nn_linear():
     ours(x).square().sum().backward()
     ref(x).square().sum().backward()
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
+
+
+def test_a_bad_kernel_choice_is_refused_at_import():
+    env = {**os.environ, "MINILLM_CPU_LINEAR": "mkl"}
+    run = subprocess.run([sys.executable, "-c", "import minillm.model.linear"], env=env, capture_output=True, text=True)
+    assert run.returncode != 0 and "MINILLM_CPU_LINEAR must be 'onednn'" in run.stderr
