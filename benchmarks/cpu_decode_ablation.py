@@ -12,6 +12,10 @@ Two kinds of variant:
 - *rewrites* compute the same thing with fewer or different operator calls. Each is checked against the unmodified
   step's logits before it is timed.
 
+``--against DIR`` adds one more variant: the ``Attention.forward`` and ``KVCache.update`` of another checkout of the
+repository (for example ``git worktree add /tmp/old <commit>``), to time a change to the decode path against the code
+before it.
+
 Last, the small-op penalty: ``silu(g) * u`` on 1,536 values timed alone, and right after a linear that streams a
 7 MB weight matrix through the caches (the situation of every small op in a decode step).
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import statistics
@@ -32,7 +37,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-from minillm.model import attention, llama, rmsnorm
+from minillm.model import attention, kv_cache, llama, rmsnorm
 from minillm.model.load import load_smollm2
 
 
@@ -77,6 +82,20 @@ def variants(model) -> dict[str, tuple[str, list]]:
     }
 
 
+def older_code(folder: str) -> tuple[str, list]:
+    """The variant that swaps in ``Attention.forward`` and ``KVCache.update`` from the checkout at ``folder``."""
+    patches = []
+    for module, cls, method in ((attention, "Attention", "forward"), (kv_cache, "KVCache", "update")):
+        path = Path(folder) / "minillm" / "model" / Path(module.__file__).name
+        if not path.is_file():
+            raise FileNotFoundError(f"--against {folder}: no {path}; pass the root of another minillm checkout")
+        spec = importlib.util.spec_from_file_location(f"older_{path.stem}", path)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+        patches.append((getattr(module, cls), method, getattr(getattr(old, cls), method)))
+    return "rewrite", patches
+
+
 @contextlib.contextmanager
 def patched(patches):
     with contextlib.ExitStack() as stack:
@@ -86,9 +105,12 @@ def patched(patches):
 
 
 @torch.inference_mode()
-def ablate(model, chunk: int, rounds: int, only: list[str] | None = None, prompt_len: int = 128) -> list[dict]:
+def ablate(model, chunk: int, rounds: int, only: list[str] | None = None, prompt_len: int = 128,
+           against: str | None = None) -> list[dict]:
     table = {name: v for name, v in variants(model).items()
              if v[0] == "base" or not only or any(word in name for word in only)}
+    if against:
+        table[f"attention and KV cache of {against}"] = older_code(against)
     tokens = torch.randint(100, 40_000, (1, prompt_len), generator=torch.Generator().manual_seed(0))
     probe = model.new_cache(1, prompt_len + 1)
     model(tokens, cache=probe, start=0)
@@ -162,10 +184,11 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=8, help="decode steps per variant per round")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--only", nargs="*", default=None, help="run only variants whose name contains one of these")
+    parser.add_argument("--against", default=None, help="another checkout whose attention and KV cache to time")
     parser.add_argument("--out", default="benchmarks/out/cpu_decode_ablation.json")
     args = parser.parse_args()
     model, _ = load_smollm2()
-    rows = ablate(model, args.chunk, args.rounds, args.only)
+    rows = ablate(model, args.chunk, args.rounds, args.only, against=args.against)
     penalty = small_op_penalty()
     for r in rows:
         check = "" if r["max_abs_logit_diff"] is None else f"  (logits within {r['max_abs_logit_diff']:.1e})"

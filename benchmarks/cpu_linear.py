@@ -3,8 +3,9 @@
 A CPU decode step of SmolLM2-135M (fp32) is mostly reading weights. ``minillm.model.linear.Linear`` calls oneDNN's
 inner product where ``F.linear`` calls MKL's sgemm; this script times both, plus MKL's *packed* sgemm (the kernel
 inductor's CPU freezing pass uses for fp32 linears: ``torch.ops.mkl._mkl_reorder_linear_weight`` once, then
-``_mkl_linear``), at each projection shape of SmolLM2-135M and batch 1 and 8. Each shape cycles through 30 different
-matrices (one per layer), so the weights come from memory as in a real step, not from cache.
+``_mkl_linear``), at each projection shape of SmolLM2-135M and batch 1 and 8, and on an 8×8 matrix (what a call
+costs with nothing to read). Each shape cycles through 30 different matrices (one per layer), so the weights come
+from memory as in a real step, not from cache.
 
 It also times the rotation of q and k for one layer: ``apply_rope`` (about 6 ops per tensor) against
 ``addcmul(x·cos, roll(x, d/2), sin with its first half negated)`` (3 ops).
@@ -29,7 +30,8 @@ import torch.nn.functional as F
 
 from minillm.model.rope import apply_rope, rope_cos_sin, rope_frequencies
 
-SHAPES = {"wqkv": (960, 576), "wo": (576, 576), "w13": (3072, 576), "w2": (576, 1536), "lm_head": (49152, 576)}
+SHAPES = {"wqkv": (960, 576), "wo": (576, 576), "w13": (3072, 576), "w2": (576, 1536), "lm_head": (49152, 576),
+          "fixed_cost_8x8": (8, 8)}                    # no weight to read: what one call of each kernel costs
 
 
 def _time(fn, args, seconds: float) -> float:
